@@ -1,0 +1,901 @@
+"""Exercise 1-2: extract DummyJSON's products, validate and normalise them, load them.
+
+The pieces, each usable on its own (``production_pipeline.py`` imports them):
+
+* ``Settings`` / ``resolve_settings``: configuration from flag > environment > ``.env`` > default;
+* ``DummyJsonClient``: a ``requests.Session`` with explicit timeouts, a User-Agent and urllib3
+  retries (connection errors, 429 and 5xx, honouring ``Retry-After``), plus a retry of bodies that
+  arrive truncated or are not the JSON expected;
+* ``iter_products``: a generator that pages through ``/products`` and yields products as they
+  arrive, recording in an ``Extraction`` whether it saw the whole catalog;
+* ``transform_product``: one raw product to typed rows for the four catalog tables, or an
+  ``InvalidProduct`` that says which field and what arrived;
+* ``load_products``: the basic load, a full refresh inside the caller's transaction.
+
+Run ``python data_pipeline.py --help``; ``python data_pipeline.py --api-url http://127.0.0.1:8000``
+loads from the repository's local server (``python -m tests.fake_api --port 8000``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeGuard, TypeVar
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from dotenv import dotenv_values
+from requests.adapters import HTTPAdapter
+from sqlalchemy import Connection, Engine, delete, insert, update
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from urllib3.util.retry import Retry
+
+from models import (
+    DEFAULT_DATABASE_URL,
+    PipelineRun,
+    Product,
+    ProductImage,
+    ProductTag,
+    RejectedRecord,
+    Review,
+    create_schema,
+    make_engine,
+    mask_url,
+    write_transaction,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_API_URL = "https://dummyjson.com"
+USER_AGENT = "products-etl/1.0 (+https://github.com/products-etl; python-requests)"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BODY_EXCERPT = 200  # characters of a response body quoted in an error message
+LOG_EVERY_PAGES = 10
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class PipelineError(Exception):
+    """Root of every error a pipeline reports as a failed run (exit code 1)."""
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or malformed (exit code 2)."""
+
+
+class ApiError(PipelineError):
+    """The API could not be reached, or answered with an error, after the retries."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class UnexpectedPayload(ApiError):
+    """The API answered 200 with a body that is not the JSON document expected."""
+
+
+class ExtractionIncomplete(PipelineError):
+    """Paging ended without seeing every product the API announced."""
+
+
+class InvalidProduct(PipelineError):
+    """A product failed validation; ``reason`` names the field and what arrived."""
+
+    def __init__(self, reason: str, *, source_id: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.source_id = source_id
+
+
+def excerpt(text: str | bytes, limit: int = BODY_EXCERPT) -> str:
+    """The start of a body, on one line, for an error message."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a pipeline run is configured with, resolved once."""
+
+    api_url: str = DEFAULT_API_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    page_size: int = 100
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_retries: int = 5
+    verbose: bool = False
+
+
+# (flag attribute, environment variable, parser) for every setting with an environment twin.
+_SETTING_SOURCES: tuple[tuple[str, str, type], ...] = (
+    ("api_url", "API_BASE_URL", str),
+    ("database_url", "DATABASE_URL", str),
+    ("page_size", "PAGE_SIZE", int),
+    ("connect_timeout", "HTTP_CONNECT_TIMEOUT", float),
+    ("read_timeout", "HTTP_READ_TIMEOUT", float),
+    ("max_retries", "HTTP_MAX_RETRIES", int),
+)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every pipeline shares; each defaults to its environment variable."""
+    parser.add_argument(
+        "--api-url", help=f"API base URL (env API_BASE_URL; default {DEFAULT_API_URL})"
+    )
+    parser.add_argument(
+        "--database-url",
+        help=f"SQLAlchemy database URL (env DATABASE_URL; default {DEFAULT_DATABASE_URL})",
+    )
+    parser.add_argument("--page-size", help="products per request (env PAGE_SIZE; default 100)")
+    parser.add_argument(
+        "--connect-timeout", help="seconds to connect (env HTTP_CONNECT_TIMEOUT; default 5)"
+    )
+    parser.add_argument(
+        "--read-timeout", help="seconds to wait for data (env HTTP_READ_TIMEOUT; default 30)"
+    )
+    parser.add_argument(
+        "--max-retries", help="retries per request (env HTTP_MAX_RETRIES; default 5)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every page")
+
+
+def resolve_settings(
+    args: argparse.Namespace, environ: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Flag > environment > ``.env`` > default, validated; a bad value raises ``ConfigError``."""
+    env = {**dotenv_values(".env"), **os.environ} if environ is None else environ
+    values: dict[str, Any] = {"verbose": bool(getattr(args, "verbose", False))}
+    for attr, env_name, kind in _SETTING_SOURCES:
+        flag = "--" + attr.replace("_", "-")
+        raw = getattr(args, attr, None)
+        origin = flag
+        if raw in (None, ""):
+            raw, origin = env.get(env_name), env_name
+        if raw in (None, ""):
+            continue
+        try:
+            values[attr] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{origin}: expected {kind.__name__}, got {raw!r}") from None
+    settings = Settings(**values)
+    _validate_settings(settings)
+    return settings
+
+
+def _validate_settings(settings: Settings) -> None:
+    """Reject values no run could use, naming the setting."""
+    parts = urlsplit(settings.api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"--api-url / API_BASE_URL: expected an http(s) URL, got {settings.api_url!r}"
+        )
+    if not 1 <= settings.page_size <= 10_000:
+        raise ConfigError(f"--page-size / PAGE_SIZE: expected 1..10000, got {settings.page_size}")
+    if settings.connect_timeout <= 0 or settings.read_timeout <= 0:
+        raise ConfigError("--connect-timeout / --read-timeout: expected positive seconds")
+    if settings.max_retries < 0:
+        raise ConfigError(
+            f"--max-retries / HTTP_MAX_RETRIES: expected >= 0, got {settings.max_retries}"
+        )
+
+
+# --- the HTTP client --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer of ``GET /products``."""
+
+    products: list[dict[str, Any]]
+    total: int
+    skip: int
+
+
+def _parse_json(body: bytes) -> Any:
+    """JSON with exact decimals: 9.99 stays Decimal('9.99'), never a binary float."""
+    return json.loads(body, parse_float=Decimal, parse_constant=Decimal)
+
+
+class DummyJsonClient:
+    """A DummyJSON client: one pooled session, explicit timeouts, retries with backoff.
+
+    urllib3 retries connection errors, 429 and 5xx (sleeping for ``Retry-After`` when the server
+    sends one). A body that breaks off, times out or is not the JSON expected is retried here,
+    because urllib3 has already returned the response when that happens.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        pool_size: int = 10,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_factor = backoff_factor
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        retry = Retry(
+            total=max_retries,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_jitter=backoff_factor / 2,
+            backoff_max=30,
+            respect_retry_after_header=True,
+            # Give back the last answer instead of raising, so its status and body are reported.
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DummyJsonClient:
+        """A client configured from resolved settings."""
+        return cls(
+            settings.api_url,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_retries=settings.max_retries,
+        )
+
+    def __enter__(self) -> DummyJsonClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the pooled connections."""
+        self.session.close()
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        payload: Any = None,
+        expect: Callable[[Any], T] = lambda document: document,
+    ) -> T:
+        """Send a request and return ``expect(decoded JSON)``, retrying bodies that arrive broken.
+
+        ``expect`` checks the document's shape and raises ``UnexpectedPayload`` when it is wrong;
+        a wrong shape is retried like a truncated body, then reported.
+        """
+        url = f"{self.base_url}{path}"
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        for attempt in range(self.max_retries + 1):
+            try:
+                return expect(self._request_once(method, url, payload))
+            except UnexpectedPayload as exc:
+                exc.url = url
+                if attempt == self.max_retries:
+                    raise UnexpectedPayload(
+                        f"{method} {url}: {exc} (after {attempt + 1} attempts)",
+                        url=url,
+                        status=exc.status,
+                    ) from exc
+                delay = self.backoff_factor * 2**attempt
+                log.warning("%s %s: %s; retrying in %.1f s", method, url, exc, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _request_once(self, method: str, url: str, payload: Any) -> Any:
+        """One request (urllib3 retries included); broken bodies raise ``UnexpectedPayload``."""
+        try:
+            # stream=True: the body is read below, so a body that breaks off is told apart
+            # from a request that never got an answer.
+            response = self.session.request(
+                method, url, json=payload, timeout=self.timeout, stream=True
+            )
+        except requests.RequestException as exc:
+            raise ApiError(f"{method} {url} failed: {exc}", url=url) from exc
+        with response:
+            try:
+                body = response.content
+            except requests.RequestException as exc:
+                raise UnexpectedPayload(
+                    f"the body broke off ({type(exc).__name__})",
+                    url=url,
+                    status=response.status_code,
+                ) from exc
+        if response.status_code >= 400:
+            retried = " after retries" if response.status_code in RETRY_STATUSES else ""
+            raise ApiError(
+                f"{method} {url} failed: HTTP {response.status_code}{retried}: {excerpt(body)}",
+                url=url,
+                status=response.status_code,
+            )
+        try:
+            return _parse_json(body)
+        except ValueError as exc:
+            raise UnexpectedPayload(
+                f"expected a JSON document, got {excerpt(body)!r} ({exc})",
+                url=url,
+                status=response.status_code,
+            ) from exc
+
+    def fetch_page(self, skip: int, limit: int) -> Page:
+        """``GET /products?limit=&skip=``, checked to hold a product list and a total."""
+        return self.request_json(
+            "GET",
+            "/products",
+            params={"limit": limit, "skip": skip},
+            expect=lambda document: _page_from_document(document, skip),
+        )
+
+    def get_product(self, product_id: int) -> dict[str, Any]:
+        """``GET /products/{id}``."""
+        return self.request_json("GET", f"/products/{product_id}", expect=_object_document)
+
+
+def _object_document(document: Any) -> dict[str, Any]:
+    """The document itself if it is a JSON object."""
+    if not isinstance(document, dict):
+        raise UnexpectedPayload(f"expected an object, got {excerpt(repr(document))}", url="")
+    return document
+
+
+def _page_from_document(document: Any, skip: int) -> Page:
+    """A ``Page`` from a decoded list answer, or ``UnexpectedPayload`` saying what was missing."""
+    if not isinstance(document, dict):
+        raise UnexpectedPayload(
+            f"expected an object with 'products' and 'total', got {type(document).__name__}",
+            url="",
+        )
+    products, total = document.get("products"), document.get("total")
+    if not isinstance(products, list) or not isinstance(total, int) or isinstance(total, bool):
+        raise UnexpectedPayload(
+            "expected 'products' (a list) and 'total' (an integer), got keys "
+            f"{sorted(document)[:10]}",
+            url="",
+        )
+    return Page(products=products, total=total, skip=skip)
+
+
+# --- extraction -------------------------------------------------------------------------------
+
+
+def next_skip(skip: int, received: int, total: int) -> int | None:
+    """Where the next page starts, or None when paging is done.
+
+    DummyJSON echoes the number of items returned as ``limit``, so advance by what arrived; stop
+    when the total is reached or a page comes back empty.
+    """
+    if received == 0:
+        return None
+    following = skip + received
+    return following if following < total else None
+
+
+@dataclass
+class Extraction:
+    """What paging saw: the facts the sync needs before it may delete anything."""
+
+    total: int | None = None
+    pages: int = 0
+    received: int = 0  # products yielded, after dropping repeats
+    duplicates: int = 0
+    total_changes: int = 0
+    finished: bool = False
+    bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True only if paging reached the end and saw exactly the announced total."""
+        return self.finished and self.total_changes == 0 and self.received == self.total
+
+    def incomplete_reason(self) -> str | None:
+        """Why the extraction cannot be trusted to be the whole catalog, or None."""
+        if not self.finished:
+            return "paging did not reach the end"
+        if self.total_changes:
+            return f"the announced total changed {self.total_changes} time(s) while paging"
+        if self.received != self.total:
+            return f"saw {self.received} distinct products, the API announced {self.total}"
+        return None
+
+
+def iter_products(
+    client: DummyJsonClient, page_size: int = 100, extraction: Extraction | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield every product of ``/products`` in id order, one page in memory at a time.
+
+    Paging by offset can repeat a product when the catalog changes between two pages; a product
+    whose id is not above the last one yielded is dropped as a repeat. Gaps cannot be seen from
+    one page, so ``extraction`` records whether the count seen matches the announced total.
+    """
+    state = extraction if extraction is not None else Extraction()
+    skip: int | None = 0
+    last_id = 0
+    while skip is not None:
+        page = client.fetch_page(skip, page_size)
+        state.pages += 1
+        if state.total is None:
+            state.total = page.total
+        elif page.total != state.total:
+            state.total_changes += 1
+            state.notes.append(f"total changed from {state.total} to {page.total} at skip={skip}")
+            state.total = page.total
+        log.debug("page at skip=%d: %d products of %d", skip, len(page.products), page.total)
+        if state.pages % LOG_EVERY_PAGES == 0:
+            log.info("%d pages, %d of %d products", state.pages, state.received, page.total)
+        for product in page.products:
+            product_id = product.get("id") if isinstance(product, dict) else None
+            if is_int(product_id) and product_id <= last_id:
+                state.duplicates += 1
+                continue
+            if is_int(product_id):
+                last_id = product_id
+            state.received += 1
+            yield product
+        skip = next_skip(skip, len(page.products), page.total)
+    state.finished = True
+
+
+# --- validation and transform -----------------------------------------------------------------
+
+
+@dataclass
+class ProductRows:
+    """One product as rows for the four catalog tables."""
+
+    product: dict[str, Any]
+    tags: list[dict[str, Any]]
+    images: list[dict[str, Any]]
+    reviews: list[dict[str, Any]]
+
+    @property
+    def id(self) -> int:
+        """The product's source id."""
+        return int(self.product["id"])
+
+    def row_count(self) -> int:
+        """How many database rows this product becomes."""
+        return 1 + len(self.tags) + len(self.images) + len(self.reviews)
+
+
+INT32 = (-(2**31), 2**31 - 1)
+
+# Source key -> (column, max length or None) for optional text fields.
+_TEXT_FIELDS: tuple[tuple[str, str, int | None], ...] = (
+    ("description", "description", None),
+    ("category", "category", 100),
+    ("brand", "brand", 200),
+    ("sku", "sku", 100),
+    ("warrantyInformation", "warranty_information", None),
+    ("shippingInformation", "shipping_information", None),
+    ("availabilityStatus", "availability_status", 50),
+    ("returnPolicy", "return_policy", None),
+    ("thumbnail", "thumbnail", None),
+)
+# Source key -> (column, precision, scale, minimum, maximum) for optional decimal fields.
+_DECIMAL_FIELDS: tuple[tuple[str, str, int, int, Decimal | None, Decimal | None], ...] = (
+    ("discountPercentage", "discount_percentage", 5, 2, Decimal(0), Decimal(100)),
+    ("rating", "rating", 3, 2, Decimal(0), Decimal(5)),
+    ("weight", "weight", 10, 2, Decimal(0), None),
+)
+
+
+def is_int(value: Any) -> TypeGuard[int]:
+    """An integer that is not a bool (JSON true is not a quantity)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(
+    value: Any, name: str, max_length: int | None = None, *, required: bool = False
+) -> str | None:
+    """A string field, kept verbatim; None when absent or null unless required."""
+    if value is None:
+        if required:
+            raise InvalidProduct(f"{name}: required, but it is missing")
+        return None
+    if not isinstance(value, str):
+        raise InvalidProduct(
+            f"{name}: expected text, got {type(value).__name__} {excerpt(repr(value), 60)}"
+        )
+    if required and not value.strip():
+        raise InvalidProduct(f"{name}: required, but it is empty")
+    if "\x00" in value:
+        raise InvalidProduct(f"{name}: contains a NUL character, which a database text cannot hold")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidProduct(f"{name}: longer than {max_length} characters ({len(value)})")
+    return value
+
+
+def _decimal(
+    value: Any,
+    name: str,
+    precision: int,
+    scale: int,
+    minimum: Decimal | None = None,
+    maximum: Decimal | None = None,
+    *,
+    required: bool = False,
+) -> Decimal | None:
+    """An exact decimal that fits ``Numeric(precision, scale)`` without rounding."""
+    if value is None:
+        if required:
+            raise InvalidProduct(f"{name}: required, but it is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | float):
+        raise InvalidProduct(
+            f"{name}: expected a number, got {type(value).__name__} {excerpt(repr(value), 60)}"
+        )
+    number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise InvalidProduct(f"{name}: expected a finite number, got {value}")
+    if abs(number) >= Decimal(10) ** (precision - scale):
+        raise InvalidProduct(
+            f"{name}: {value} is too large (at most {precision - scale} integer digits)"
+        )
+    if number != number.quantize(Decimal(1).scaleb(-scale)):
+        raise InvalidProduct(f"{name}: {value} has more than {scale} decimals; it would be rounded")
+    if minimum is not None and number < minimum:
+        raise InvalidProduct(f"{name}: {value} is below {minimum}")
+    if maximum is not None and number > maximum:
+        raise InvalidProduct(f"{name}: {value} is above {maximum}")
+    return number
+
+
+def _integer(value: Any, name: str) -> int | None:
+    """An optional 32-bit integer."""
+    if value is None:
+        return None
+    if not is_int(value):
+        raise InvalidProduct(
+            f"{name}: expected an integer, got {type(value).__name__} {excerpt(repr(value), 60)}"
+        )
+    if not INT32[0] <= value <= INT32[1]:
+        raise InvalidProduct(f"{name}: {value} is out of the 32-bit integer range")
+    return int(value)
+
+
+def _timestamp(value: Any, name: str) -> dt.datetime | None:
+    """An ISO-8601 timestamp with a zone ('2024-05-23T08:56:21.618Z'), as an aware datetime."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidProduct(f"{name}: expected an ISO-8601 timestamp, got {type(value).__name__}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidProduct(
+            f"{name}: expected an ISO-8601 timestamp, got {excerpt(repr(value), 60)}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidProduct(f"{name}: timestamp {value!r} has no timezone")
+    return parsed.astimezone(dt.UTC)
+
+
+def _object(value: Any, name: str) -> Mapping[str, Any]:
+    """An optional nested object (dimensions, meta); absent means empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidProduct(f"{name}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    """An optional list (tags, images, reviews); absent means empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidProduct(f"{name}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def content_hash(raw: Mapping[str, Any]) -> int:
+    """A signed 64-bit digest of a product's whole content, stable across runs and machines."""
+    canonical = json.dumps(
+        raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    digest = hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def transform_product(raw: Any, digest: int | None = None) -> ProductRows:
+    """Validate one raw product and flatten it into rows; raise ``InvalidProduct`` if it is bad.
+
+    Optional fields that are absent or null become NULL; present values are kept exactly
+    (decimals are never rounded, text is never trimmed), and list order becomes ``position``.
+    ``digest`` is the product's ``content_hash`` when the caller has already computed it.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidProduct(f"expected a product object, got {type(raw).__name__}")
+    product_id = raw.get("id")
+    if not is_int(product_id) or product_id <= 0 or product_id > INT32[1]:
+        raise InvalidProduct(
+            f"id: expected a positive integer, got {excerpt(repr(product_id), 60)}"
+        )
+    try:
+        return _flatten(raw, product_id, content_hash(raw) if digest is None else digest)
+    except InvalidProduct as exc:
+        exc.source_id = product_id
+        raise
+
+
+def _flatten(raw: Mapping[str, Any], product_id: int, digest: int) -> ProductRows:
+    """The rows of a product whose id is already known to be valid."""
+    dimensions = _object(raw.get("dimensions"), "dimensions")
+    meta = _object(raw.get("meta"), "meta")
+    product: dict[str, Any] = {
+        "id": product_id,
+        "title": _text(raw.get("title"), "title", required=True),
+        "price": _decimal(raw.get("price"), "price", 12, 2, Decimal(0), required=True),
+        "stock": _integer(raw.get("stock"), "stock"),
+        "minimum_order_quantity": _integer(raw.get("minimumOrderQuantity"), "minimumOrderQuantity"),
+        "width": _decimal(dimensions.get("width"), "dimensions.width", 10, 2, Decimal(0)),
+        "height": _decimal(dimensions.get("height"), "dimensions.height", 10, 2, Decimal(0)),
+        "depth": _decimal(dimensions.get("depth"), "dimensions.depth", 10, 2, Decimal(0)),
+        "created_at": _timestamp(meta.get("createdAt"), "meta.createdAt"),
+        "updated_at": _timestamp(meta.get("updatedAt"), "meta.updatedAt"),
+        "barcode": _text(meta.get("barcode"), "meta.barcode", 64),
+        "qr_code": _text(meta.get("qrCode"), "meta.qrCode"),
+        "content_hash": digest,
+    }
+    for key, column, max_length in _TEXT_FIELDS:
+        product[column] = _text(raw.get(key), key, max_length)
+    for key, column, precision, scale, low, high in _DECIMAL_FIELDS:
+        product[column] = _decimal(raw.get(key), key, precision, scale, low, high)
+    tags = [
+        {"product_id": product_id, "position": i, "tag": _text(tag, f"tags[{i}]", required=True)}
+        for i, tag in enumerate(_list(raw.get("tags"), "tags"))
+    ]
+    images = [
+        {"product_id": product_id, "position": i, "url": _text(url, f"images[{i}]", required=True)}
+        for i, url in enumerate(_list(raw.get("images"), "images"))
+    ]
+    reviews = [
+        _review_row(review, product_id, i)
+        for i, review in enumerate(_list(raw.get("reviews"), "reviews"))
+    ]
+    return ProductRows(product=product, tags=tags, images=images, reviews=reviews)
+
+
+def _review_row(review: Any, product_id: int, position: int) -> dict[str, Any]:
+    """One review as a row; reviews have no natural key, so position identifies them."""
+    name = f"reviews[{position}]"
+    fields = _object(review, name)
+    return {
+        "product_id": product_id,
+        "position": position,
+        "rating": _decimal(fields.get("rating"), f"{name}.rating", 3, 2, Decimal(0), Decimal(5)),
+        "comment": _text(fields.get("comment"), f"{name}.comment"),
+        "date": _timestamp(fields.get("date"), f"{name}.date"),
+        "reviewer_name": _text(fields.get("reviewerName"), f"{name}.reviewerName"),
+        "reviewer_email": _text(fields.get("reviewerEmail"), f"{name}.reviewerEmail"),
+    }
+
+
+# --- run bookkeeping --------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    """What a run did; recorded in ``pipeline_runs`` and printed as the summary."""
+
+    pages: int = 0
+    extracted: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+
+def start_run(engine: Engine, pipeline: str) -> int:
+    """Record a run as started, in its own transaction, and return its id."""
+    with write_transaction(engine) as conn:
+        started = insert(PipelineRun).values(pipeline=pipeline, status="running")
+        run_id = conn.execute(started.returning(PipelineRun.id)).scalar_one()
+    return int(run_id)
+
+
+def finish_run(
+    engine: Engine, run_id: int, stats: RunStats, status: str, error: str | None = None
+) -> None:
+    """Record how a run ended, in its own transaction (so a failed run is still recorded)."""
+    values = {name: getattr(stats, name) for name in RunStats.__dataclass_fields__}
+    with write_transaction(engine) as conn:
+        conn.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run_id)
+            .values(status=status, error=error, finished_at=dt.datetime.now(dt.UTC), **values)
+        )
+
+
+def reject(conn: Connection, run_id: int, raw: Any, reason: str, source_id: Any = None) -> None:
+    """Set a bad product aside in ``rejected_records`` with its reason and raw payload."""
+    log.warning("rejected product %s: %s", source_id, reason)
+    payload = json.dumps(raw, ensure_ascii=False, default=str)
+    conn.execute(
+        insert(RejectedRecord).values(
+            run_id=run_id,
+            source_id=None if source_id is None else str(source_id)[:100],
+            reason=reason,
+            payload=payload,
+        )
+    )
+
+
+# --- the basic load: a full refresh -----------------------------------------------------------
+
+
+def load_products(
+    conn: Connection, products: Iterable[Any], run_id: int, stats: RunStats, batch_size: int = 500
+) -> None:
+    """Replace the catalog with ``products`` inside the caller's transaction.
+
+    Everything is deleted, then the products are inserted in batches as they arrive; the caller
+    commits only if all went well, so a rerun never duplicates and a failure changes nothing.
+    A product that fails validation, or repeats an id or sku already loaded, is set aside.
+    """
+    for model in (Review, ProductImage, ProductTag, Product):
+        conn.execute(delete(model))
+    skus: dict[str, int] = {}
+    batch: list[ProductRows] = []
+    for raw in products:
+        stats.extracted += 1
+        try:
+            rows = transform_product(raw)
+            _claim_sku(skus, rows)
+        except InvalidProduct as exc:
+            stats.rejected += 1
+            reject(conn, run_id, raw, exc.reason, exc.source_id)
+            continue
+        batch.append(rows)
+        if len(batch) >= batch_size:
+            stats.inserted += insert_rows(conn, batch)
+            batch = []
+    stats.inserted += insert_rows(conn, batch)
+
+
+def _claim_sku(skus: dict[str, int], rows: ProductRows) -> None:
+    """Reject a product whose sku another product of this run already has (sku is unique)."""
+    sku = rows.product["sku"]
+    if sku is None:
+        return
+    owner = skus.setdefault(sku, rows.id)
+    if owner != rows.id:
+        raise InvalidProduct(f"sku: {sku!r} is already used by product {owner}", source_id=rows.id)
+
+
+def insert_rows(conn: Connection, batch: Sequence[ProductRows]) -> int:
+    """Insert products and then their children with one executemany per table."""
+    if not batch:
+        return 0
+    conn.execute(insert(Product), [rows.product for rows in batch])
+    for model, attr in ((ProductTag, "tags"), (ProductImage, "images"), (Review, "reviews")):
+        children = [child for rows in batch for child in getattr(rows, attr)]
+        if children:
+            conn.execute(insert(model), children)
+    return len(batch)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def configure_logging(verbose: bool) -> None:
+    """Progress to stderr; DEBUG with -v. SQL echo stays off (it would log reviewer data)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("urllib3").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace | int:
+    """Parsed arguments, or the exit code argparse chose (0 for --help, 2 for bad usage)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+
+def open_database(settings: Settings) -> Engine:
+    """An engine with the schema in place; a bad URL raises ``ConfigError``."""
+    try:
+        engine = make_engine(settings.database_url)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"--database-url / DATABASE_URL is not a usable URL: {exc}") from exc
+    create_schema(engine)
+    return engine
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line, without a database driver's multi-line detail."""
+    detail = getattr(exc, "orig", None) or exc
+    lines = str(detail).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extraction]:
+    """Extract everything and replace the catalog in one transaction; record the run."""
+    stats, extraction = RunStats(), Extraction()
+    run_id = start_run(engine, "data_pipeline")
+    started = time.perf_counter()
+    try:
+        with DummyJsonClient.from_settings(settings) as client, write_transaction(engine) as conn:
+            products = iter_products(client, settings.page_size, extraction)
+            load_products(conn, products, run_id, stats)
+            stats.pages = extraction.pages
+            reason = extraction.incomplete_reason()
+            if reason:
+                raise ExtractionIncomplete(
+                    f"extraction incomplete, catalog left as it was: {reason}"
+                )
+    except (PipelineError, SQLAlchemyError) as exc:
+        stats.pages, stats.seconds = extraction.pages, time.perf_counter() - started
+        finish_run(engine, run_id, stats, "failed", one_line(exc))
+        raise
+    stats.seconds = time.perf_counter() - started
+    finish_run(engine, run_id, stats, "succeeded")
+    return stats, extraction
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the basic pipeline; 0 on success, 1 if the run failed, 2 on bad usage."""
+    parser = argparse.ArgumentParser(
+        description="Load DummyJSON's products into the database: a full refresh, one transaction."
+    )
+    add_settings_arguments(parser)
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
+    try:
+        settings = resolve_settings(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.verbose)
+    log.info("api %s -> database %s", settings.api_url, mask_url(settings.database_url))
+    try:
+        engine = open_database(settings)
+        stats, _ = run_full_refresh(settings, engine)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (PipelineError, SQLAlchemyError) as exc:
+        print(f"error: run failed, database unchanged: {one_line(exc)}", file=sys.stderr)
+        return 1
+    engine.dispose()
+    print(
+        f"loaded {stats.inserted} products, rejected {stats.rejected}, "
+        f"{stats.pages} pages in {stats.seconds:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Whole-catalog comparison for tests: what the API serves vs what the database holds.
+
+Both sides are reduced to the same plain shape, ``{id: {column: value, ..., "tags": [...],
+"images": [...], "reviews": [...]}}``, built independently: the served side straight from the
+JSON the server sends (decimals exact), the database side with plain ``select()``. A test then
+asserts ``database_catalog(engine) == served_catalog(url)``, every product, field and child.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import requests
+from sqlalchemy import Engine, func, select
+
+from models import Product, ProductImage, ProductTag, Review
+
+# Product column -> how to read it from a served product.
+_SCALARS: dict[str, tuple[str, ...]] = {
+    "title": ("title",),
+    "description": ("description",),
+    "category": ("category",),
+    "price": ("price",),
+    "discount_percentage": ("discountPercentage",),
+    "rating": ("rating",),
+    "stock": ("stock",),
+    "brand": ("brand",),
+    "sku": ("sku",),
+    "weight": ("weight",),
+    "width": ("dimensions", "width"),
+    "height": ("dimensions", "height"),
+    "depth": ("dimensions", "depth"),
+    "warranty_information": ("warrantyInformation",),
+    "shipping_information": ("shippingInformation",),
+    "availability_status": ("availabilityStatus",),
+    "return_policy": ("returnPolicy",),
+    "minimum_order_quantity": ("minimumOrderQuantity",),
+    "created_at": ("meta", "createdAt"),
+    "updated_at": ("meta", "updatedAt"),
+    "barcode": ("meta", "barcode"),
+    "qr_code": ("meta", "qrCode"),
+    "thumbnail": ("thumbnail",),
+}
+_TIMESTAMPS = {"created_at", "updated_at"}
+
+
+def _dig(product: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = product
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _normal(value: Any) -> Any:
+    """Numbers as Decimal (so 10 == 10.00), everything else unchanged."""
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return Decimal(str(value)).normalize()
+    return value
+
+
+def _timestamp(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+
+
+def served_products(api_url: str) -> list[dict[str, Any]]:
+    """Every product the server serves, decoded with exact decimals."""
+    response = requests.get(f"{api_url}/products", params={"limit": 0}, timeout=30)
+    response.raise_for_status()
+    return list(json.loads(response.content, parse_float=Decimal)["products"])
+
+
+def served_catalog(api_url: str, exclude: set[int] | None = None) -> dict[int, dict[str, Any]]:
+    """The served catalog in the comparison shape (``exclude``: ids expected to be rejected)."""
+    catalog = {}
+    for product in served_products(api_url):
+        if exclude and product.get("id") in exclude:
+            continue
+        row: dict[str, Any] = {}
+        for column, path in _SCALARS.items():
+            value = _dig(product, path)
+            row[column] = _timestamp(value) if column in _TIMESTAMPS else _normal(value)
+        row["tags"] = list(product.get("tags") or [])
+        row["images"] = list(product.get("images") or [])
+        row["reviews"] = [
+            (
+                _normal(review.get("rating")),
+                review.get("comment"),
+                _timestamp(review.get("date")),
+                review.get("reviewerName"),
+                review.get("reviewerEmail"),
+            )
+            for review in product.get("reviews") or []
+        ]
+        catalog[product["id"]] = row
+    return catalog
+
+
+def database_catalog(engine: Engine) -> dict[int, dict[str, Any]]:
+    """The database's catalog in the comparison shape, read with plain selects."""
+    catalog: dict[int, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for product in conn.execute(select(Product.__table__)).mappings():
+            row = {column: _normal(product[column]) for column in _SCALARS}
+            row.update(tags=[], images=[], reviews=[])
+            catalog[product["id"]] = row
+        tags = select(ProductTag.product_id, ProductTag.tag).order_by(
+            ProductTag.product_id, ProductTag.position
+        )
+        for product_id, tag in conn.execute(tags):
+            catalog[product_id]["tags"].append(tag)
+        images = select(ProductImage.product_id, ProductImage.url).order_by(
+            ProductImage.product_id, ProductImage.position
+        )
+        for product_id, url in conn.execute(images):
+            catalog[product_id]["images"].append(url)
+        reviews = select(
+            Review.product_id,
+            Review.rating,
+            Review.comment,
+            Review.date,
+            Review.reviewer_name,
+            Review.reviewer_email,
+        ).order_by(Review.product_id, Review.position)
+        for product_id, *fields in conn.execute(reviews):
+            fields[0] = _normal(fields[0])
+            catalog[product_id]["reviews"].append(tuple(fields))
+    return catalog
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows per catalog table."""
+    with engine.connect() as conn:
+        return {
+            model.__tablename__: conn.execute(select(func.count()).select_from(model)).scalar_one()
+            for model in (Product, ProductTag, ProductImage, Review)
+        }

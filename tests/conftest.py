@@ -1,0 +1,100 @@
+"""Shared fixtures: a real SQLite file, a real PostgreSQL, a real local DummyJSON server.
+
+PostgreSQL comes from ``TEST_DATABASE_URL`` when it is set; otherwise the session starts a
+throwaway server with the ``pgserver`` package, so a fresh machine needs no set-up and the
+PostgreSQL tests never skip. Each test gets its own schema (its own ``search_path``), so tests
+never see each other's tables and a shared server is never wiped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from models import create_schema, make_engine
+from tests.fake_api import FakeDummyJson
+from tests.pg import throwaway_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """The URL of the PostgreSQL server the tests use (never skipped)."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with throwaway_postgres() as url:
+        yield url
+
+
+def _url_with_schema(server_url: str, schema: str) -> str:
+    """The server URL whose connections use ``schema`` first (libpq ``options``)."""
+    url = make_url(server_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    query = dict(url.query)
+    query["options"] = f"-csearch_path={schema}"
+    return url.set(query=query).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A URL into a fresh, empty schema of the test PostgreSQL, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_url_with_schema(postgres_server_url, "public"))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _url_with_schema(postgres_server_url, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    """A URL to a new SQLite file."""
+    return f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each database test runs twice: on a real SQLite file and on a real PostgreSQL."""
+    return str(request.getfixturevalue(f"{request.param.replace('postgresql', 'postgres')}_url"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the test database with the schema created."""
+    engine = make_engine(database_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[Callable[..., FakeDummyJson]]:
+    """A factory of started local DummyJSON servers, all stopped after the test."""
+    servers: list[FakeDummyJson] = []
+
+    def start(**kwargs: Any) -> FakeDummyJson:
+        server = FakeDummyJson(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def api(fake_api: Callable[..., FakeDummyJson]) -> FakeDummyJson:
+    """A local DummyJSON server with 120 products."""
+    return fake_api(products=120)

@@ -1,0 +1,314 @@
+"""Exercise 1-2: paging, validation, and the basic full-refresh pipeline end to end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+import data_pipeline
+from data_pipeline import (
+    DummyJsonClient,
+    Extraction,
+    InvalidProduct,
+    content_hash,
+    iter_products,
+    next_skip,
+    transform_product,
+)
+from models import PipelineRun, RejectedRecord
+from tests.catalog_state import database_catalog, row_counts, served_catalog
+from tests.fake_api import Catalog, FakeDummyJson, Fault, make_product
+
+FAST = ["--max-retries", "2", "--connect-timeout", "2", "--read-timeout", "5"]
+
+
+def run_pipeline(api: FakeDummyJson, database_url: str, *extra: str) -> int:
+    return data_pipeline.main(
+        ["--api-url", api.url, "--database-url", database_url, "--page-size", "50", *FAST, *extra]
+    )
+
+
+def runs(engine: Engine) -> list[PipelineRun]:
+    with Session(engine) as session:
+        return list(session.scalars(select(PipelineRun).order_by(PipelineRun.id)))
+
+
+# --- paging rule ------------------------------------------------------------------------------
+
+
+def test_next_skip_advances_by_the_number_of_products_received_not_the_limit_asked() -> None:
+    assert next_skip(skip=0, received=30, total=194) == 30
+    assert next_skip(skip=180, received=10, total=194) == 190
+
+
+def test_next_skip_stops_when_the_total_is_reached() -> None:
+    assert next_skip(skip=190, received=4, total=194) is None
+    assert next_skip(skip=0, received=194, total=194) is None
+
+
+def test_next_skip_stops_on_an_empty_page_even_if_the_total_says_more() -> None:
+    assert next_skip(skip=200, received=0, total=500) is None
+
+
+def test_iter_products_yields_the_whole_catalog_in_order_and_records_completeness(
+    api: FakeDummyJson,
+) -> None:
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    assert ids == api.catalog.ids()
+    assert extraction.pages == 3
+    assert extraction.complete
+    assert extraction.incomplete_reason() is None
+
+
+def test_iter_products_reports_a_gap_when_a_deletion_shifts_later_pages_back(
+    api: FakeDummyJson,
+) -> None:
+    # Deleting product 10 before the second page shifts every later product one offset back:
+    # product 51 moves to offset 49 and is never served, and the total drops to 119.
+    api.on_list_request(50, lambda catalog: catalog.delete(10))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    assert 51 not in ids
+    assert len(ids) == len(set(ids))
+    assert not extraction.complete
+    assert "total changed" in (extraction.incomplete_reason() or "")
+
+
+def test_iter_products_drops_a_product_served_twice_when_an_insertion_shifts_pages_forward(
+    api: FakeDummyJson,
+) -> None:
+    product_10 = api.catalog.get(10)
+    assert product_10 is not None
+    api.catalog.delete(10)
+    api.on_list_request(50, lambda catalog: catalog.put(product_10))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    assert len(ids) == len(set(ids))  # product 51, served at offset 49 and again at 50, once
+    assert extraction.duplicates == 1
+    assert 10 not in ids  # inserted behind the pages already read: the count shows the gap
+    assert not extraction.complete
+
+
+# --- validation and transform -----------------------------------------------------------------
+
+
+def test_transform_keeps_values_exactly_and_absent_fields_as_null() -> None:
+    raw = make_product(7)
+    raw.pop("brand", None)
+    raw["price"] = Decimal("16777217.99")
+    raw["discountPercentage"] = 5  # a decimal arriving as a JSON integer
+    raw["meta"]["barcode"] = "0012345678905"
+    rows = transform_product(raw)
+    assert rows.product["brand"] is None
+    assert rows.product["price"] == Decimal("16777217.99")
+    assert rows.product["discount_percentage"] == Decimal(5)
+    assert rows.product["barcode"] == "0012345678905"
+    assert rows.product["created_at"].tzinfo is not None
+    assert [t["tag"] for t in rows.tags] == raw["tags"]
+    assert [i["position"] for i in rows.images] == list(range(len(raw["images"])))
+    assert len(rows.reviews) == len(raw["reviews"])
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": "7"}, "id: expected a positive integer"),
+        ({"id": True}, "id: expected a positive integer"),
+        ({"title": None}, "title: required"),
+        ({"title": "   "}, "title: required, but it is empty"),
+        ({"price": "abc"}, "price: expected a number, got str"),
+        ({"price": Decimal("9.999")}, "price: 9.999 has more than 2 decimals"),
+        ({"price": -1}, "price: -1 is below 0"),
+        ({"price": Decimal("NaN")}, "price: expected a finite number"),
+        ({"rating": 7}, "rating: 7 is above 5"),
+        ({"stock": 1.5}, "stock: expected an integer"),
+        ({"tags": "a,b"}, "tags: expected a list, got str"),
+        ({"sku": "x" * 101}, "sku: longer than 100 characters"),
+        ({"description": "nul\x00byte"}, "description: contains a NUL character"),
+        ({"meta": {"createdAt": "yesterday"}}, "meta.createdAt: expected an ISO-8601 timestamp"),
+        ({"reviews": [{"rating": 5, "date": "2024-05-23T08:56:21"}]}, "has no timezone"),
+    ],
+)
+def test_transform_rejects_a_bad_field_naming_it_and_what_arrived(
+    change: dict[str, Any], reason: str
+) -> None:
+    raw = {**make_product(3), **change}
+    with pytest.raises(InvalidProduct) as caught:
+        transform_product(raw)
+    assert reason in caught.value.reason
+
+
+def test_transform_accepts_unicode_quotes_and_sql_verbatim() -> None:
+    hostile = "Crème d'Été & Co'; DROP TABLE products; -- 🚀"
+    rows = transform_product({**make_product(1), "title": hostile})
+    assert rows.product["title"] == hostile
+
+
+def test_content_hash_changes_with_any_field_or_child_and_only_then() -> None:
+    raw = make_product(5)
+    same = json.loads(json.dumps(raw))
+    assert content_hash(raw) == content_hash(same)
+    changed_child = json.loads(json.dumps(raw))
+    changed_child["images"].append("https://example.test/extra.png")
+    assert content_hash(raw) != content_hash(changed_child)
+    assert content_hash(raw) != content_hash({**raw, "stock": (raw.get("stock") or 0) + 1})
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def test_two_runs_leave_exactly_the_served_catalog_field_by_field(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    api = fake_api(products=500)
+    assert run_pipeline(api, database_url) == 0
+    assert run_pipeline(api, database_url) == 0
+    assert database_catalog(engine) == served_catalog(api.url)
+    counts = row_counts(engine)
+    assert counts["products"] == 500
+    assert counts["reviews"] == sum(len(p["reviews"]) for p in served_catalog(api.url).values())
+    assert [run.status for run in runs(engine)] == ["succeeded", "succeeded"]
+    assert runs(engine)[-1].inserted == 500
+
+
+def test_absent_brand_is_null_and_decimals_are_exact_in_the_database(
+    api: FakeDummyJson, database_url: str, engine: Engine
+) -> None:
+    raw = make_product(1)
+    raw.pop("brand", None)
+    raw.update(price=1899.99, discountPercentage=5, weight=2)
+    api.catalog.put(raw)
+    assert run_pipeline(api, database_url) == 0
+    loaded = database_catalog(engine)[1]
+    assert loaded["brand"] is None
+    assert loaded["price"] == Decimal("1899.99")
+    assert loaded["discount_percentage"] == Decimal(5)
+    assert isinstance(loaded["created_at"], dt.datetime)
+    assert loaded["created_at"].tzinfo is not None
+
+
+def test_a_rejected_product_is_recorded_with_its_reason_and_the_others_load(
+    api: FakeDummyJson, database_url: str, engine: Engine
+) -> None:
+    api.catalog.put({**make_product(42), "price": "free"})
+    assert run_pipeline(api, database_url) == 0
+    assert database_catalog(engine) == served_catalog(api.url, exclude={42})
+    with Session(engine) as session:
+        rejected = session.scalars(select(RejectedRecord)).all()
+    assert [(r.source_id, r.reason) for r in rejected] == [
+        ("42", "price: expected a number, got str 'free'")
+    ]
+    assert json.loads(rejected[0].payload)["price"] == "free"
+    assert runs(engine)[-1].rejected == 1
+
+
+def test_a_repeated_sku_is_rejected_instead_of_failing_the_load(
+    api: FakeDummyJson, database_url: str, engine: Engine
+) -> None:
+    api.catalog.put({**make_product(9), "sku": make_product(3)["sku"]})
+    assert run_pipeline(api, database_url) == 0
+    assert 9 not in database_catalog(engine)
+    with engine.connect() as conn:
+        reason = conn.execute(select(RejectedRecord.reason)).scalar_one()
+    assert "already used by product 3" in reason
+
+
+def test_the_api_failing_on_page_3_leaves_the_previous_catalog_and_exits_1(
+    api: FakeDummyJson, database_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_pipeline(api, database_url) == 0
+    before = database_catalog(engine)
+    api.catalog.touch(1)
+    api.catalog.delete(2)
+    api.add_fault(Fault("status", skip=100, status=503, times=-1))
+
+    assert run_pipeline(api, database_url) == 1
+
+    assert database_catalog(engine) == before
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1
+    assert f"{api.url}/products?limit=50&skip=100" in error[0]
+    assert "HTTP 503" in error[0]
+    last = runs(engine)[-1]
+    assert last.status == "failed"
+    assert "HTTP 503" in (last.error or "")
+
+
+def test_transient_errors_and_truncated_bodies_are_retried_to_the_full_catalog(
+    api: FakeDummyJson, database_url: str, engine: Engine
+) -> None:
+    api.add_fault(Fault("status", skip=50, status=500, times=2))
+    api.add_fault(Fault("status", skip=0, status=429, retry_after="0"))
+    api.add_fault(Fault("truncate", skip=100))
+    api.add_fault(Fault("drop", skip=0))
+    assert run_pipeline(api, database_url) == 0
+    assert database_catalog(engine) == served_catalog(api.url)
+
+
+def test_a_catalog_change_while_paging_fails_the_refresh_and_keeps_the_old_catalog(
+    api: FakeDummyJson, database_url: str, engine: Engine
+) -> None:
+    assert run_pipeline(api, database_url) == 0
+    before = database_catalog(engine)
+    api.on_list_request(50, lambda catalog: catalog.delete(10))
+    assert run_pipeline(api, database_url) == 1
+    assert database_catalog(engine) == before
+    assert "extraction incomplete" in (runs(engine)[-1].error or "")
+
+
+def test_an_unreachable_api_fails_in_one_line_without_a_traceback(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = data_pipeline.main(
+        ["--api-url", "http://127.0.0.1:9", "--database-url", sqlite_url, "--max-retries", "0"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "http://127.0.0.1:9/products" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--page-size", "many"], "--page-size"),
+        (["--page-size", "0"], "--page-size"),
+        (["--api-url", "ftp://example.test"], "--api-url"),
+        (["--read-timeout", "-1"], "--read-timeout"),
+        (["--database-url", "nonsense://"], "--database-url"),
+        (["--no-such-flag"], "--no-such-flag"),
+    ],
+)
+def test_a_bad_argument_exits_2_naming_itself(
+    args: list[str], names: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--api-url", "http://127.0.0.1:9", "--database-url", sqlite_url]
+    assert data_pipeline.main([*base, *args]) == 2
+    assert names in capsys.readouterr().err
+
+
+def test_settings_come_from_the_environment_when_no_flag_is_given(
+    api: FakeDummyJson, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("PAGE_SIZE=7\nAPI_BASE_URL=http://127.0.0.1:9\n")
+    monkeypatch.setenv("API_BASE_URL", api.url)  # the environment beats .env
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    assert data_pipeline.main([]) == 0
+    pages = {int(r.query["skip"]) for r in api.list_requests()}
+    assert pages == set(range(0, 120, 7))
+
+
+def test_catalog_fixture_is_deterministic() -> None:
+    assert list(Catalog(5, seed=1).products()) == list(Catalog(5, seed=1).products())
