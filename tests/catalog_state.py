@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from models import Product, ProductImage, ProductTag, Review
 
@@ -137,3 +137,61 @@ def row_counts(engine: Engine) -> dict[str, int]:
             model.__tablename__: conn.execute(select(func.count()).select_from(model)).scalar_one()
             for model in (Product, ProductTag, ProductImage, Review)
         }
+
+
+_KEYS = {
+    "products": "id",
+    "product_tags": "product_id, position",
+    "product_images": "product_id, position",
+    "reviews": "product_id, position",
+}
+
+
+def row_versions(engine: Engine) -> dict[str, set[tuple[Any, ...]]]:
+    """Every catalog row's key with its physical version (PostgreSQL's ``xmin``).
+
+    A row that is updated, or deleted and inserted again, gets a new ``xmin``: comparing two
+    snapshots shows exactly which rows a run wrote, whatever the run itself reports.
+    """
+    with engine.connect() as conn:
+        return {
+            table: {
+                tuple(row) for row in conn.execute(text(f"SELECT {key}, xmin::text FROM {table}"))
+            }
+            for table, key in _KEYS.items()
+        }
+
+
+def install_write_log(engine: Engine) -> None:
+    """SQLite has no row versions: triggers log each write to a catalog table instead."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS write_log (tbl TEXT, op TEXT, pid INTEGER)"))
+        for table, key in _KEYS.items():
+            product_key = key.split(",")[0]
+            for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER IF NOT EXISTS log_{table}_{op.lower()} AFTER {op} ON "
+                        f"{table} BEGIN INSERT INTO write_log "
+                        f"VALUES ('{table}', '{op}', {row}.{product_key}); END"
+                    )
+                )
+
+
+def write_snapshot(engine: Engine) -> Any:
+    """A mark to compare against with ``products_written_since``."""
+    if engine.dialect.name == "postgresql":
+        return row_versions(engine)
+    install_write_log(engine)
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM write_log")).scalar_one())
+
+
+def products_written_since(engine: Engine, before: Any) -> set[int]:
+    """The ids of products any of whose catalog rows were written since ``before``."""
+    if engine.dialect.name == "postgresql":
+        after = row_versions(engine)
+        return {key[0] for table in _KEYS for key in before[table] ^ after[table]}
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT pid FROM write_log LIMIT -1 OFFSET :n"), {"n": before})
+        return {pid for (pid,) in rows}

@@ -1,0 +1,613 @@
+"""Exercise 2-1: the production sync, which keeps the database equal to the API's catalog.
+
+One run, one transaction:
+
+1. take the writer's lock (PostgreSQL: an advisory lock; SQLite: ``BEGIN IMMEDIATE``), so a
+   second sync waits instead of interleaving;
+2. read each product's content hash from the catalog, then stream the API's pages: a product
+   whose hash is unchanged is counted and skipped before any row is built; a new product's rows
+   are written straight into the catalog tables, a changed product's into staging tables
+   (PostgreSQL: ``COPY``; SQLite: batched inserts);
+3. when extraction is complete, delete the products the API no longer has (children by
+   cascade), unless the extraction is incomplete or the deletion is larger than the allowed
+   fraction: then the run is refused and nothing changes;
+4. merge staging into the catalog with set-based SQL (``INSERT ... ON CONFLICT DO UPDATE``, then
+   the changed products' children replaced), and commit.
+
+Killing the process at any moment leaves the database as it was before the run or as after it.
+
+Run ``python production_pipeline.py --help``. The offline demo serves a local catalog first:
+``python -m tests.fake_api --port 8000 & python production_pipeline.py --api-url http://127.0.0.1:8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import time
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Column, Connection, Engine, MetaData, Table, delete, insert, select, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from data_pipeline import (
+    ConfigError,
+    DummyJsonClient,
+    Extraction,
+    InvalidProduct,
+    PipelineError,
+    ProductRows,
+    RunStats,
+    Settings,
+    add_settings_arguments,
+    configure_logging,
+    content_hash,
+    finish_run,
+    is_int,
+    iter_products,
+    one_line,
+    open_database,
+    parse_args,
+    resolve_settings,
+    start_run,
+    transform_product,
+)
+from models import (
+    CATALOG_TABLES,
+    Base,
+    PipelineRun,
+    Product,
+    ProductImage,
+    ProductTag,
+    RejectedRecord,
+    Review,
+    mask_url,
+    write_transaction,
+)
+
+log = logging.getLogger(__name__)
+
+PIPELINE = "production_pipeline"
+ADVISORY_LOCK_KEY = 7_301_2025  # any constant shared by every sync of this catalog
+SAMPLE_IDS = 5
+
+
+class SyncAborted(PipelineError):
+    """A guard refused the run (incomplete extraction, mass deletion); nothing was changed."""
+
+
+class SyncLocked(PipelineError):
+    """Another sync holds the writer's lock on this database."""
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How a sync treats stale products, and how it runs."""
+
+    delete_stale: bool = True
+    allow_mass_delete: bool = False
+    max_delete_fraction: float = 0.10
+    dry_run: bool = False
+    batch_size: int = 1000
+    lock_timeout: float = 30.0
+    progress: bool = False
+
+
+@dataclass
+class SyncReport:
+    """What a sync did (or, in a dry run, would do)."""
+
+    stats: RunStats
+    deletion: str = ""
+    samples: dict[str, list[int]] = field(
+        default_factory=lambda: {"inserted": [], "updated": [], "deleted": []}
+    )
+
+    def sample(self, action: str, product_id: int) -> None:
+        """Keep the first few ids of each action, for the dry-run report."""
+        ids = self.samples[action]
+        if len(ids) < SAMPLE_IDS:
+            ids.append(product_id)
+
+
+# --- the catalog as it was before the run -----------------------------------------------------
+
+
+class CatalogIndex:
+    """The ids and content hashes already in the catalog, in two sorted arrays.
+
+    Sixteen bytes a product plus one byte to mark it seen: a million products take about 17 MB,
+    where a dict of ints would take ten times that.
+    """
+
+    def __init__(self, ids: array[int], hashes: array[int]) -> None:
+        self.ids = ids
+        self.hashes = hashes
+        self.seen = bytearray(len(ids))
+
+    @classmethod
+    def load(cls, conn: Connection) -> CatalogIndex:
+        """Read every product's id and hash, in id order."""
+        ids, hashes = array("q"), array("q")
+        rows = conn.execute(select(Product.id, Product.content_hash).order_by(Product.id))
+        for product_id, digest in rows:
+            ids.append(product_id)
+            hashes.append(digest)
+        return cls(ids, hashes)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def classify(self, product_id: int, digest: int) -> str:
+        """'new', 'changed' or 'unchanged', and mark the product as seen by this run."""
+        position = bisect_left(self.ids, product_id)
+        if position == len(self.ids) or self.ids[position] != product_id:
+            return "new"
+        self.seen[position] = 1
+        return "unchanged" if self.hashes[position] == digest else "changed"
+
+    def unseen_ids(self) -> list[int]:
+        """Ids in the catalog that this run did not see: the stale products."""
+        return [pid for pid, seen in zip(self.ids, self.seen, strict=True) if not seen]
+
+
+# --- dialect differences, in one place --------------------------------------------------------
+
+_STAGED_MODELS = (Product, ProductTag, ProductImage, Review)
+_CHILDREN = ((ProductTag, "tags"), (ProductImage, "images"), (Review, "reviews"))
+
+
+def _columns(model: type[Any]) -> list[str]:
+    """The columns a sync writes (``loaded_at`` is the database's own default)."""
+    return [c.name for c in model.__table__.columns if c.name != "loaded_at"]
+
+
+def _staging_tables(dialect: str) -> dict[str, Table]:
+    """Temporary tables shaped like the catalog's, without keys (cheap to fill)."""
+    metadata = MetaData()
+    options: dict[str, Any] = {"postgresql_on_commit": "DROP"} if dialect == "postgresql" else {}
+    return {
+        model.__tablename__: Table(
+            f"stage_{model.__tablename__}",
+            metadata,
+            *(Column(name, model.__table__.c[name].type) for name in _columns(model)),
+            prefixes=["TEMPORARY"],
+            **options,
+        )
+        for model in _STAGED_MODELS
+    }
+
+
+def _copy_text(value: Any) -> str:
+    r"""One value in PostgreSQL's COPY text format (NULL is \N; specials escaped)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return (
+            value.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return str(value)
+
+
+class RowWriter:
+    """Writes rows into a table: ``COPY`` on PostgreSQL, batched inserts elsewhere."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+
+    def write(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ``rows`` (dicts keyed by column name) to ``table``."""
+        if not rows:
+            return
+        if not self.postgres:
+            self.conn.execute(insert(table), list(rows))
+            return
+        names = [c.name for c in table.columns if c.name != "loaded_at"]
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write("\t".join([_copy_text(row[name]) for name in names]))
+            buffer.write("\n")
+        buffer.seek(0)
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY {table.name} ({', '.join(names)}) FROM STDIN", buffer)
+        finally:
+            cursor.close()
+
+
+def take_writer_lock(conn: Connection, timeout: float) -> None:
+    """Make sure this is the only sync writing; raise ``SyncLocked`` after ``timeout`` seconds.
+
+    SQLite already holds its write lock: ``write_transaction`` began with ``BEGIN IMMEDIATE``.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(text(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'"))
+    try:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    except OperationalError as exc:
+        raise SyncLocked(
+            f"another sync is running against this database (still locked after {timeout:g} s); "
+            "try again when it has finished"
+        ) from exc
+    conn.execute(text("SET LOCAL lock_timeout = 0"))
+
+
+# --- the sync ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """Rows waiting to be written: new products go to the catalog, changed ones to staging."""
+
+    new: list[ProductRows] = field(default_factory=list)
+    changed: list[ProductRows] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.changed) + len(self.rejected)
+
+
+def _write_products(writer: RowWriter, tables: dict[str, Table], batch: list[ProductRows]) -> None:
+    """Products first, then their children, so foreign keys hold at every moment."""
+    writer.write(tables["products"], [rows.product for rows in batch])
+    for model, attr in _CHILDREN:
+        children = [child for rows in batch for child in getattr(rows, attr)]
+        writer.write(tables[model.__tablename__], children)
+
+
+def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
+    """Write a batch: new products into the catalog, changed into staging, rejections aside."""
+    catalog = {name: Base.metadata.tables[name] for name in CATALOG_TABLES}
+    _write_products(writer, catalog, batch.new)
+    _write_products(writer, staging, batch.changed)
+    if batch.rejected:
+        writer.conn.execute(insert(RejectedRecord), batch.rejected)
+    batch.new, batch.changed, batch.rejected = [], [], []
+
+
+def _rejection(run_id: int, raw: Any, exc: InvalidProduct) -> dict[str, Any]:
+    """A ``rejected_records`` row; the reason is logged, the payload (reviewer data) is not."""
+    log.warning("rejected product %s: %s", exc.source_id, exc.reason)
+    return {
+        "run_id": run_id,
+        "source_id": None if exc.source_id is None else str(exc.source_id)[:100],
+        "reason": exc.reason,
+        "payload": json.dumps(raw, ensure_ascii=False, default=str),
+    }
+
+
+class SkuRegistry:
+    """Which product holds each sku, so a second product with the same sku is set aside.
+
+    Keys are 64-bit digests of the sku, which keeps a million skus at a few tens of MB.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.owners: dict[int, int] = {}
+        for product_id, sku in conn.execute(select(Product.id, Product.sku)):
+            if sku is not None:
+                self.owners[_sku_key(sku)] = product_id
+
+    def claim(self, rows: ProductRows) -> None:
+        """Record the product's sku, or raise ``InvalidProduct`` if another product has it."""
+        sku = rows.product["sku"]
+        if sku is None:
+            return
+        owner = self.owners.setdefault(_sku_key(sku), rows.id)
+        if owner != rows.id:
+            raise InvalidProduct(
+                f"sku: {sku!r} is already used by product {owner}", source_id=rows.id
+            )
+
+
+def _sku_key(sku: str) -> int:
+    return content_hash({"sku": sku})
+
+
+def sync_products(
+    conn: Connection,
+    products: Iterable[Any],
+    extraction: Extraction,
+    run_id: int,
+    options: SyncOptions,
+) -> SyncReport:
+    """Make the catalog equal to ``products`` inside the caller's transaction.
+
+    ``extraction`` must describe ``products`` once they are consumed (``iter_products`` keeps
+    it up to date); stale products are deleted only if it says the extraction was complete.
+    The caller commits, or rolls back for a dry run or on any error.
+    """
+    report = SyncReport(RunStats())
+    stats = report.stats
+    take_writer_lock(conn, options.lock_timeout)
+    index = CatalogIndex.load(conn)
+    skus = SkuRegistry(conn)
+    staging = _staging_tables(conn.dialect.name)
+    for table in staging.values():
+        table.drop(conn, checkfirst=True)
+        table.create(conn)
+    writer = RowWriter(conn)
+    batch = _Batch()
+    for raw in products:
+        stats.extracted += 1
+        product_id = raw.get("id") if isinstance(raw, dict) else None
+        digest, state = None, "new"
+        if is_int(product_id):
+            digest = content_hash(raw)
+            state = index.classify(product_id, digest)
+        if state == "unchanged":
+            stats.unchanged += 1
+            continue
+        try:
+            rows = transform_product(raw, digest)
+            skus.claim(rows)
+        except InvalidProduct as exc:
+            stats.rejected += 1
+            batch.rejected.append(_rejection(run_id, raw, exc))
+            continue
+        if state == "new":
+            stats.inserted += 1
+            batch.new.append(rows)
+            report.sample("inserted", rows.id)
+        else:
+            stats.updated += 1
+            batch.changed.append(rows)
+            report.sample("updated", rows.id)
+        if len(batch) >= options.batch_size:
+            _flush(writer, staging, batch)
+    _flush(writer, staging, batch)
+    stats.pages = extraction.pages
+
+    stale = _stale_products(index, extraction, options, report)
+    for product_id in stale[:SAMPLE_IDS]:
+        report.sample("deleted", product_id)
+    stats.deleted = len(stale)
+    if options.dry_run:
+        return report
+    log.info("deleting %d stale products", len(stale))
+    _delete_products(conn, stale)
+    log.info("merging %d changed products", stats.updated)
+    merge_staging(conn, staging)
+    return report
+
+
+def _stale_products(
+    index: CatalogIndex, extraction: Extraction, options: SyncOptions, report: SyncReport
+) -> list[int]:
+    """The ids to delete, after the guards; raise ``SyncAborted`` when a guard refuses."""
+    if not options.delete_stale:
+        report.deletion = "stale removal skipped (--no-delete)"
+        return []
+    reason = extraction.incomplete_reason()
+    if reason:
+        raise SyncAborted(f"extraction incomplete, nothing deleted or changed: {reason}")
+    stale = index.unseen_ids()
+    limit = options.max_delete_fraction * len(index)
+    if stale and len(stale) > limit and not options.allow_mass_delete:
+        raise SyncAborted(
+            f"refusing to delete {len(stale)} of {len(index)} products "
+            f"({len(stale) / len(index):.0%} > {options.max_delete_fraction:.0%}); "
+            "nothing changed. Rerun with --allow-mass-delete if the source really shrank."
+        )
+    report.deletion = (
+        f"{len(stale)} stale products removed (extraction complete: "
+        f"{extraction.received} of {extraction.total})"
+    )
+    return stale
+
+
+def _delete_products(conn: Connection, ids: list[int], chunk: int = 500) -> None:
+    """Delete products by id; the database cascades to their children."""
+    for start in range(0, len(ids), chunk):
+        conn.execute(delete(Product).where(Product.id.in_(ids[start : start + chunk])))
+
+
+def merge_staging(conn: Connection, staging: dict[str, Table]) -> None:
+    """Apply staged changed products with set-based SQL (same statements on both databases)."""
+    columns = _columns(Product)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "id")
+    names = ", ".join(columns)
+    # "WHERE true" lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+    conn.execute(
+        text(
+            f"INSERT INTO products ({names}) SELECT {names} FROM {staging['products'].name} "
+            f"WHERE true ON CONFLICT (id) DO UPDATE SET {updates}, loaded_at = CURRENT_TIMESTAMP"
+        )
+    )
+    changed = f"SELECT id FROM {staging['products'].name}"
+    for model, _ in _CHILDREN:
+        table = model.__tablename__
+        child_columns = ", ".join(_columns(model))
+        conn.execute(text(f"DELETE FROM {table} WHERE product_id IN ({changed})"))
+        conn.execute(
+            text(
+                f"INSERT INTO {table} ({child_columns}) "
+                f"SELECT {child_columns} FROM {staging[table].name}"
+            )
+        )
+
+
+# --- a whole run ------------------------------------------------------------------------------
+
+
+def with_progress(products: Iterator[Any], extraction: Extraction, enabled: bool) -> Iterator[Any]:
+    """Products unchanged, with a progress bar on a terminal (total known after page one)."""
+    if not enabled:
+        yield from products
+        return
+    with tqdm(unit=" products", desc="extract", file=sys.stderr) as bar:
+        for product in products:
+            if bar.total is None and extraction.total is not None:
+                bar.total = extraction.total
+            bar.update()
+            yield product
+
+
+def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncReport:
+    """Extract and sync in one transaction, recording the run; raise on failure or refusal."""
+    extraction = Extraction()
+    run_id = start_run(engine, PIPELINE)
+    started = time.perf_counter()
+    report = SyncReport(RunStats())
+    try:
+        with DummyJsonClient.from_settings(settings) as client, write_transaction(engine) as conn:
+            products = with_progress(
+                iter_products(client, settings.page_size, extraction), extraction, options.progress
+            )
+            report = sync_products(conn, products, extraction, run_id, options)
+            if options.dry_run:
+                conn.rollback()
+    except (PipelineError, SQLAlchemyError) as exc:
+        report.stats.pages = extraction.pages
+        report.stats.seconds = time.perf_counter() - started
+        status = "refused" if isinstance(exc, SyncAborted) else "failed"
+        finish_run(engine, run_id, report.stats, status, one_line(exc))
+        raise
+    report.stats.seconds = time.perf_counter() - started
+    finish_run(engine, run_id, report.stats, "dry-run" if options.dry_run else "succeeded")
+    return report
+
+
+def format_summary(report: SyncReport, dry_run: bool) -> str:
+    """The final human summary: a small table, and what happened to stale products."""
+    stats = report.stats
+    verb = "would be " if dry_run else ""
+    lines = [f"{'dry run' if dry_run else 'sync'} finished in {stats.seconds:.1f} s"]
+    for label, value in (
+        ("pages", stats.pages),
+        ("extracted", stats.extracted),
+        (f"{verb}inserted", stats.inserted),
+        (f"{verb}updated", stats.updated),
+        ("unchanged", stats.unchanged),
+        (f"{verb}deleted", stats.deleted),
+        ("rejected", stats.rejected),
+    ):
+        lines.append(f"  {label:<20}{value:>10}")
+    lines.append(f"  {report.deletion}")
+    if dry_run:
+        for action, ids in report.samples.items():
+            if ids:
+                lines.append(f"  {action} ids, first {len(ids)}: {', '.join(map(str, ids))}")
+        lines.append("  nothing was written (dry run)")
+    return "\n".join(lines)
+
+
+def format_history(engine: Engine, limit: int) -> str:
+    """The last runs recorded in ``pipeline_runs``, newest first."""
+    query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
+    header = (
+        f"{'id':>5} {'pipeline':<20} {'started (UTC)':<20} {'status':<10} {'secs':>7} "
+        f"{'ins':>7} {'upd':>7} {'same':>7} {'del':>6} {'rej':>5}  error"
+    )
+    lines = [header]
+    with Session(engine) as session:
+        for run in session.scalars(query):
+            lines.append(
+                f"{run.id:>5} {run.pipeline:<20} {run.started_at:%Y-%m-%d %H:%M:%S} "
+                f"{run.status:<10} {run.seconds or 0:>7.1f} {run.inserted:>7} {run.updated:>7} "
+                f"{run.unchanged:>7} {run.deleted:>6} {run.rejected:>5}  {run.error or ''}"
+            )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the shared settings plus the sync's own switches."""
+    parser = argparse.ArgumentParser(
+        description="Sync DummyJSON's products into the database: upsert, skip unchanged, "
+        "remove stale products behind safety guards, all in one transaction."
+    )
+    add_settings_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true", help="report, then roll back")
+    parser.add_argument("--no-delete", action="store_true", help="never remove stale products")
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="allow removing more than --max-delete-fraction of the catalog",
+    )
+    parser.add_argument(
+        "--max-delete-fraction",
+        type=float,
+        default=0.10,
+        help="largest share of the catalog one run may delete (default 0.10)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for another sync to finish (PostgreSQL; default 30)",
+    )
+    parser.add_argument(
+        "--history",
+        nargs="?",
+        const=10,
+        type=int,
+        metavar="N",
+        help="print the last N runs (default 10) and exit",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sync; 0 on success, 1 if it failed or was refused, 2 on bad usage."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    try:
+        settings = resolve_settings(args)
+        if not 0 <= args.max_delete_fraction <= 1:
+            raise ConfigError(
+                f"--max-delete-fraction: expected 0..1, got {args.max_delete_fraction}"
+            )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.verbose)
+    options = SyncOptions(
+        delete_stale=not args.no_delete,
+        allow_mass_delete=args.allow_mass_delete,
+        max_delete_fraction=args.max_delete_fraction,
+        dry_run=args.dry_run,
+        lock_timeout=args.lock_timeout,
+        progress=sys.stderr.isatty(),
+    )
+    try:
+        engine = open_database(settings)
+        if args.history is not None:
+            print(format_history(engine, args.history))
+            return 0
+        log.info("sync %s -> %s", settings.api_url, mask_url(settings.database_url))
+        report = run_sync(settings, engine, options)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (PipelineError, SQLAlchemyError) as exc:
+        print(f"error: run failed, database unchanged: {_explain(exc)}", file=sys.stderr)
+        return 1
+    engine.dispose()
+    print(format_summary(report, options.dry_run))
+    return 0
+
+
+def _explain(exc: BaseException) -> str:
+    """One line for the user; SQLite's lock timeout gets the same words as PostgreSQL's."""
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc):
+        return "another sync is running against this database (SQLite write lock still held)"
+    return one_line(exc)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
