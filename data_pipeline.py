@@ -21,12 +21,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeGuard, TypeVar
@@ -381,18 +384,6 @@ def _page_from_document(document: Any, skip: int) -> Page:
 # --- extraction -------------------------------------------------------------------------------
 
 
-def next_skip(skip: int, received: int, total: int) -> int | None:
-    """Where the next page starts, or None when paging is done.
-
-    DummyJSON echoes the number of items returned as ``limit``, so advance by what arrived; stop
-    when the total is reached or a page comes back empty.
-    """
-    if received == 0:
-        return None
-    following = skip + received
-    return following if following < total else None
-
-
 @dataclass
 class Extraction:
     """What paging saw: the facts the sync needs before it may delete anything."""
@@ -402,6 +393,7 @@ class Extraction:
     received: int = 0  # products yielded, after dropping repeats
     duplicates: int = 0
     total_changes: int = 0
+    shifts: int = 0
     finished: bool = False
     bytes: int = 0
     notes: list[str] = field(default_factory=list)
@@ -409,7 +401,7 @@ class Extraction:
     @property
     def complete(self) -> bool:
         """True only if paging reached the end and saw exactly the announced total."""
-        return self.finished and self.total_changes == 0 and self.received == self.total
+        return self.incomplete_reason() is None
 
     def incomplete_reason(self) -> str | None:
         """Why the extraction cannot be trusted to be the whole catalog, or None."""
@@ -417,46 +409,103 @@ class Extraction:
             return "paging did not reach the end"
         if self.total_changes:
             return f"the announced total changed {self.total_changes} time(s) while paging"
+        if self.shifts:
+            return f"the catalog shifted under the pages {self.shifts} time(s): {self.notes[0]}"
         if self.received != self.total:
             return f"saw {self.received} distinct products, the API announced {self.total}"
         return None
 
 
-def iter_products(
-    client: DummyJsonClient, page_size: int = 100, extraction: Extraction | None = None
-) -> Iterator[dict[str, Any]]:
-    """Yield every product of ``/products`` in id order, one page in memory at a time.
+def page_plan(total: int, page_size: int) -> list[tuple[int, int]]:
+    """The ``(skip, limit)`` of every page after the first, each overlapping the one before.
 
-    Paging by offset can repeat a product when the catalog changes between two pages; a product
-    whose id is not above the last one yielded is dropped as a repeat. Gaps cannot be seen from
-    one page, so ``extraction`` records whether the count seen matches the announced total.
+    Each page starts one product early, so its first product should be the previous page's
+    last. If it is not, the catalog shifted between the two requests and a product may have
+    been skipped: the overlap makes that visible, where counting alone could not see a deletion
+    and an insertion that cancel out.
+    """
+    return [(skip - 1, page_size + 1) for skip in range(page_size, total, page_size)]
+
+
+def _fetch_in_order(
+    client: DummyJsonClient, plan: Sequence[tuple[int, int]], concurrency: int
+) -> Iterator[Page]:
+    """Fetch the planned pages with at most ``concurrency`` in flight; yield them in order."""
+    if concurrency <= 1:
+        for skip, limit in plan:
+            yield client.fetch_page(skip, limit)
+        return
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
+    window: deque[Future[Page]] = deque()
+    try:
+        for skip, limit in plan:
+            window.append(pool.submit(client.fetch_page, skip, limit))
+            if len(window) >= concurrency:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def iter_products(
+    client: DummyJsonClient,
+    page_size: int = 100,
+    extraction: Extraction | None = None,
+    *,
+    concurrency: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Yield every product of ``/products`` in id order, a few pages in memory at a time.
+
+    The first page announces the total; the other pages are fetched ``concurrency`` at a time
+    and yielded in order. A product whose id is not above the last one yielded is a repeat
+    (the catalog shifted forward) and is dropped. ``extraction`` records whether the picture
+    is complete: every page fetched, no shift seen between pages, the total never changed and
+    the products seen equal to it. Only then may a sync delete what it did not see.
     """
     state = extraction if extraction is not None else Extraction()
-    skip: int | None = 0
+    first = client.fetch_page(0, page_size)
+    state.total = first.total
+    rest = _fetch_in_order(client, page_plan(first.total, page_size), concurrency)
     last_id = 0
-    while skip is not None:
-        page = client.fetch_page(skip, page_size)
+    for page in itertools.chain([first], rest):
         state.pages += 1
-        if state.total is None:
-            state.total = page.total
-        elif page.total != state.total:
-            state.total_changes += 1
-            state.notes.append(f"total changed from {state.total} to {page.total} at skip={skip}")
-            state.total = page.total
-        log.debug("page at skip=%d: %d products of %d", skip, len(page.products), page.total)
+        overlapping = page is not first
+        _check_page(state, page, last_id, overlapping)
+        log.debug("page at skip=%d: %d products of %d", page.skip, len(page.products), page.total)
         if state.pages % LOG_EVERY_PAGES == 0:
-            log.info("%d pages, %d of %d products", state.pages, state.received, page.total)
-        for product in page.products:
+            log.info("%d pages, %d of %d products", state.pages, state.received, state.total)
+        if not page.products:
+            break  # an empty page ends paging; _check_page noted it if it came too early
+        for index, product in enumerate(page.products):
             product_id = product.get("id") if isinstance(product, dict) else None
-            if is_int(product_id) and product_id <= last_id:
-                state.duplicates += 1
-                continue
             if is_int(product_id):
+                if product_id <= last_id:
+                    expected_overlap = overlapping and index == 0 and product_id == last_id
+                    state.duplicates += 0 if expected_overlap else 1
+                    continue
                 last_id = product_id
             state.received += 1
             yield product
-        skip = next_skip(skip, len(page.products), page.total)
     state.finished = True
+
+
+def _check_page(state: Extraction, page: Page, last_id: int, overlapping: bool) -> None:
+    """Record a changed total, or a shift seen through the overlapping first product."""
+    if page.total != state.total:
+        state.total_changes += 1
+        state.notes.append(f"total changed from {state.total} to {page.total} at skip={page.skip}")
+        state.total = page.total
+    if not overlapping:
+        return
+    head = page.products[0] if page.products else None
+    overlap = head.get("id") if isinstance(head, dict) else None
+    if overlap != last_id:
+        state.shifts += 1
+        state.notes.append(
+            f"catalog shifted while paging: at skip={page.skip} expected product {last_id} "
+            f"first, got {overlap}"
+        )
 
 
 # --- validation and transform -----------------------------------------------------------------

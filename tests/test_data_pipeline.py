@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,7 @@ from data_pipeline import (
     InvalidProduct,
     content_hash,
     iter_products,
-    next_skip,
+    page_plan,
     transform_product,
 )
 from models import PipelineRun, RejectedRecord
@@ -42,18 +43,17 @@ def runs(engine: Engine) -> list[PipelineRun]:
 # --- paging rule ------------------------------------------------------------------------------
 
 
-def test_next_skip_advances_by_the_number_of_products_received_not_the_limit_asked() -> None:
-    assert next_skip(skip=0, received=30, total=194) == 30
-    assert next_skip(skip=180, received=10, total=194) == 190
+def test_page_plan_overlaps_each_page_with_the_last_product_of_the_one_before() -> None:
+    assert page_plan(total=194, page_size=50) == [(49, 51), (99, 51), (149, 51)]
 
 
-def test_next_skip_stops_when_the_total_is_reached() -> None:
-    assert next_skip(skip=190, received=4, total=194) is None
-    assert next_skip(skip=0, received=194, total=194) is None
+def test_page_plan_is_empty_when_the_first_page_holds_everything() -> None:
+    assert page_plan(total=30, page_size=30) == []
+    assert page_plan(total=0, page_size=30) == []
 
 
-def test_next_skip_stops_on_an_empty_page_even_if_the_total_says_more() -> None:
-    assert next_skip(skip=200, received=0, total=500) is None
+def test_page_plan_ends_at_the_total_even_when_it_is_a_multiple_of_the_page() -> None:
+    assert page_plan(total=100, page_size=50) == [(49, 51)]
 
 
 def test_iter_products_yields_the_whole_catalog_in_order_and_records_completeness(
@@ -68,19 +68,63 @@ def test_iter_products_yields_the_whole_catalog_in_order_and_records_completenes
     assert extraction.incomplete_reason() is None
 
 
-def test_iter_products_reports_a_gap_when_a_deletion_shifts_later_pages_back(
+def test_iter_products_fetches_overlapping_pages_and_yields_each_product_once(
     api: FakeDummyJson,
 ) -> None:
-    # Deleting product 10 before the second page shifts every later product one offset back:
-    # product 51 moves to offset 49 and is never served, and the total drops to 119.
-    api.on_list_request(50, lambda catalog: catalog.delete(10))
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50)]
+    assert ids == api.catalog.ids()
+    pages = [(r.query["skip"], r.query["limit"]) for r in api.list_requests()]
+    assert pages == [("0", "50"), ("49", "51"), ("99", "51")]
+
+
+def test_iter_products_fetches_pages_in_parallel_and_yields_them_in_order(
+    fake_api: Any,
+) -> None:
+    api = fake_api(products=1000, latency=0.05)
+    extraction = Extraction()
+    started = time.perf_counter()
+    with DummyJsonClient(api.url, pool_size=8) as client:
+        products = iter_products(client, page_size=50, extraction=extraction, concurrency=8)
+        ids = [p["id"] for p in products]
+    elapsed = time.perf_counter() - started
+    assert ids == api.catalog.ids()
+    assert extraction.complete
+    # 20 pages of 50 ms each: sequential would need 1 s; eight at a time need about 0.2 s.
+    assert elapsed < 0.8
+
+
+def test_a_deletion_before_the_next_page_is_caught_by_the_overlap_and_marks_it_incomplete(
+    api: FakeDummyJson,
+) -> None:
+    # Deleting product 10 shifts every later product one offset back: product 51 moves to
+    # offset 49, where the second page (which overlaps the first by one) still finds it.
+    api.on_list_request(49, lambda catalog: catalog.delete(10))
     extraction = Extraction()
     with DummyJsonClient(api.url) as client:
         ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
-    assert 51 not in ids
-    assert len(ids) == len(set(ids))
+    assert 51 in ids
+    assert len(ids) == len(set(ids)) == 120
     assert not extraction.complete
-    assert "total changed" in (extraction.incomplete_reason() or "")
+    assert extraction.shifts == 1
+
+
+def test_a_deletion_and_an_insertion_that_cancel_out_are_still_caught(api: FakeDummyJson) -> None:
+    def delete_one_add_one(catalog: Catalog) -> None:
+        catalog.delete(10)
+        catalog.add()
+
+    api.on_list_request(49, delete_one_add_one)
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    # The total never changes. Without the overlap, product 51 would be skipped and the count
+    # (50 + 70 seen, 120 announced) would match: counting alone cannot see this shift.
+    assert extraction.total == 120
+    assert extraction.total_changes == 0
+    assert 51 in ids
+    assert not extraction.complete
+    assert "shifted" in (extraction.incomplete_reason() or "")
 
 
 def test_iter_products_drops_a_product_served_twice_when_an_insertion_shifts_pages_forward(
@@ -89,13 +133,13 @@ def test_iter_products_drops_a_product_served_twice_when_an_insertion_shifts_pag
     product_10 = api.catalog.get(10)
     assert product_10 is not None
     api.catalog.delete(10)
-    api.on_list_request(50, lambda catalog: catalog.put(product_10))
+    api.on_list_request(49, lambda catalog: catalog.put(product_10))
     extraction = Extraction()
     with DummyJsonClient(api.url) as client:
         ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
-    assert len(ids) == len(set(ids))  # product 51, served at offset 49 and again at 50, once
-    assert extraction.duplicates == 1
-    assert 10 not in ids  # inserted behind the pages already read: the count shows the gap
+    assert len(ids) == len(set(ids))  # 50 and 51 are served again on page two, yielded once
+    assert extraction.duplicates == 2
+    assert 10 not in ids  # inserted behind the pages already read
     assert not extraction.complete
 
 
@@ -230,14 +274,14 @@ def test_the_api_failing_on_page_3_leaves_the_previous_catalog_and_exits_1(
     before = database_catalog(engine)
     api.catalog.touch(1)
     api.catalog.delete(2)
-    api.add_fault(Fault("status", skip=100, status=503, times=-1))
+    api.add_fault(Fault("status", skip=99, status=503, times=-1))
 
     assert run_pipeline(api, database_url) == 1
 
     assert database_catalog(engine) == before
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
-    assert f"{api.url}/products?limit=50&skip=100" in error[0]
+    assert f"{api.url}/products?limit=51&skip=99" in error[0]
     assert "HTTP 503" in error[0]
     last = runs(engine)[-1]
     assert last.status == "failed"
@@ -247,9 +291,9 @@ def test_the_api_failing_on_page_3_leaves_the_previous_catalog_and_exits_1(
 def test_transient_errors_and_truncated_bodies_are_retried_to_the_full_catalog(
     api: FakeDummyJson, database_url: str, engine: Engine
 ) -> None:
-    api.add_fault(Fault("status", skip=50, status=500, times=2))
+    api.add_fault(Fault("status", skip=49, status=500, times=2))
     api.add_fault(Fault("status", skip=0, status=429, retry_after="0"))
-    api.add_fault(Fault("truncate", skip=100))
+    api.add_fault(Fault("truncate", skip=99))
     api.add_fault(Fault("drop", skip=0))
     assert run_pipeline(api, database_url) == 0
     assert database_catalog(engine) == served_catalog(api.url)
@@ -260,7 +304,7 @@ def test_a_catalog_change_while_paging_fails_the_refresh_and_keeps_the_old_catal
 ) -> None:
     assert run_pipeline(api, database_url) == 0
     before = database_catalog(engine)
-    api.on_list_request(50, lambda catalog: catalog.delete(10))
+    api.on_list_request(49, lambda catalog: catalog.delete(10))
     assert run_pipeline(api, database_url) == 1
     assert database_catalog(engine) == before
     assert "extraction incomplete" in (runs(engine)[-1].error or "")
@@ -306,8 +350,9 @@ def test_settings_come_from_the_environment_when_no_flag_is_given(
     monkeypatch.setenv("API_BASE_URL", api.url)  # the environment beats .env
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     assert data_pipeline.main([]) == 0
-    pages = {int(r.query["skip"]) for r in api.list_requests()}
-    assert pages == set(range(0, 120, 7))
+    requests = api.list_requests()
+    assert len(requests) == 18  # ceil(120 / 7): PAGE_SIZE came from .env
+    assert {r.query["limit"] for r in requests} == {"7", "8"}  # 7, then 7 + 1 overlapping
 
 
 def test_catalog_fixture_is_deterministic() -> None:
