@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -64,6 +65,9 @@ USER_AGENT = "products-etl/1.0 (+https://github.com/products-etl; python-request
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_EXCERPT = 200  # characters of a response body quoted in an error message
 LOG_EVERY_PAGES = 10
+MAX_SERVER_PAUSE = 60.0  # longest wait a Retry-After or rate-limit reset may impose, seconds
+# DummyJSON allows 100 requests per 10 s per client; 9 a second stays under it with room to spare.
+DEFAULT_RATE_LIMIT = 9.0
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -124,6 +128,8 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_retries: int = 5
+    concurrency: int = 4
+    rate_limit: float = DEFAULT_RATE_LIMIT
     verbose: bool = False
 
 
@@ -135,6 +141,8 @@ _SETTING_SOURCES: tuple[tuple[str, str, type], ...] = (
     ("connect_timeout", "HTTP_CONNECT_TIMEOUT", float),
     ("read_timeout", "HTTP_READ_TIMEOUT", float),
     ("max_retries", "HTTP_MAX_RETRIES", int),
+    ("concurrency", "CONCURRENCY", int),
+    ("rate_limit", "RATE_LIMIT", float),
 )
 
 
@@ -156,6 +164,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-retries", help="retries per request (env HTTP_MAX_RETRIES; default 5)"
+    )
+    parser.add_argument(
+        "--concurrency", help="pages fetched at once (env CONCURRENCY; default 4; 1 = sequential)"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        help=f"requests per second at most, 0 = unpaced (env RATE_LIMIT; default "
+        f"{DEFAULT_RATE_LIMIT:g}, within DummyJSON's 100 per 10 s)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every page")
 
@@ -194,6 +210,12 @@ def _validate_settings(settings: Settings) -> None:
         raise ConfigError(f"--page-size / PAGE_SIZE: expected 1..10000, got {settings.page_size}")
     if settings.connect_timeout <= 0 or settings.read_timeout <= 0:
         raise ConfigError("--connect-timeout / --read-timeout: expected positive seconds")
+    if not 1 <= settings.concurrency <= 64:
+        raise ConfigError(
+            f"--concurrency / CONCURRENCY: expected 1..64, got {settings.concurrency}"
+        )
+    if settings.rate_limit < 0:
+        raise ConfigError(f"--rate-limit / RATE_LIMIT: expected >= 0, got {settings.rate_limit}")
     if settings.max_retries < 0:
         raise ConfigError(
             f"--max-retries / HTTP_MAX_RETRIES: expected >= 0, got {settings.max_retries}"
@@ -217,12 +239,80 @@ def _parse_json(body: bytes) -> Any:
     return json.loads(body, parse_float=Decimal, parse_constant=Decimal)
 
 
+class RequestPacer:
+    """One request schedule shared by every thread of a client.
+
+    It spaces requests to at most ``rate`` a second (0: no spacing), and when the server says
+    wait (``Retry-After`` on a 429 or 503, or ``X-RateLimit-Remaining: 0`` until
+    ``X-RateLimit-Reset``) it holds back every worker, not only the one that was told.
+    """
+
+    def __init__(self, rate: float = 0.0, max_pause: float = MAX_SERVER_PAUSE) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.max_pause = max_pause
+        self._lock = threading.Lock()
+        self._next_start = 0.0  # time.monotonic() before which no request may start
+
+    def wait_turn(self) -> None:
+        """Block until this thread may send its next request."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request back for ``seconds`` (capped at ``max_pause``) from now."""
+        seconds = min(max(seconds, 0.0), self.max_pause)
+        with self._lock:
+            self._next_start = max(self._next_start, time.monotonic() + seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Pause until the window resets when the server says no request is left in it."""
+        if headers.get("X-RateLimit-Remaining") != "0":
+            return
+        try:
+            reset = float(headers.get("X-RateLimit-Reset", ""))
+        except ValueError:
+            return
+        if reset > 0:
+            self.pause(reset - time.time())
+
+
+class PacedRetry(Retry):
+    """urllib3's ``Retry``, sleeping through the client's ``RequestPacer``.
+
+    The wait is the larger of the backoff (exponential, with jitter) and the server's
+    ``Retry-After``, so ``Retry-After: 0`` cannot burn every attempt at once; and it is a pause
+    of the whole client, so the other workers wait too.
+    """
+
+    pacer: RequestPacer | None = None
+
+    def new(self, **kw: Any) -> PacedRetry:
+        retry = super().new(**kw)
+        retry.pacer = self.pacer
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        wait = self.get_backoff_time()
+        if response is not None and self.respect_retry_after_header:
+            wait = max(wait, self.get_retry_after(response) or 0.0)
+        if self.pacer is None:
+            time.sleep(wait)
+            return
+        self.pacer.pause(wait)
+        self.pacer.wait_turn()
+
+
 class DummyJsonClient:
     """A DummyJSON client: one pooled session, explicit timeouts, retries with backoff.
 
-    urllib3 retries connection errors, 429 and 5xx (sleeping for ``Retry-After`` when the server
+    urllib3 retries connection errors, 429 and 5xx (waiting for ``Retry-After`` when the server
     sends one). A body that breaks off, times out or is not the JSON expected is retried here,
-    because urllib3 has already returned the response when that happens.
+    because urllib3 has already returned the response when that happens. Every request, from
+    any thread, goes through one ``RequestPacer``.
     """
 
     def __init__(
@@ -234,23 +324,27 @@ class DummyJsonClient:
         max_retries: int = 5,
         backoff_factor: float = 0.5,
         pool_size: int = 10,
+        rate_limit: float = 0.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.max_retries = max_retries
         self.backoff_factor = backoff_factor
+        self.pacer = RequestPacer(rate_limit)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-        retry = Retry(
+        retry = PacedRetry(
             total=max_retries,
             status_forcelist=RETRY_STATUSES,
             backoff_factor=backoff_factor,
             backoff_jitter=backoff_factor / 2,
-            backoff_max=30,
+            backoff_max=MAX_SERVER_PAUSE,
+            retry_after_max=int(MAX_SERVER_PAUSE),
             respect_retry_after_header=True,
             # Give back the last answer instead of raising, so its status and body are reported.
             raise_on_status=False,
         )
+        retry.pacer = self.pacer
         adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -263,6 +357,8 @@ class DummyJsonClient:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             max_retries=settings.max_retries,
+            pool_size=max(settings.concurrency, 1),
+            rate_limit=settings.rate_limit,
         )
 
     def __enter__(self) -> DummyJsonClient:
@@ -310,6 +406,7 @@ class DummyJsonClient:
 
     def _request_once(self, method: str, url: str, payload: Any) -> Any:
         """One request (urllib3 retries included); broken bodies raise ``UnexpectedPayload``."""
+        self.pacer.wait_turn()
         try:
             # stream=True: the body is read below, so a body that breaks off is told apart
             # from a request that never got an answer.
@@ -318,6 +415,7 @@ class DummyJsonClient:
             )
         except requests.RequestException as exc:
             raise ApiError(f"{method} {url} failed: {exc}", url=url) from exc
+        self.pacer.observe(response.headers)
         with response:
             try:
                 body = response.content
@@ -896,7 +994,9 @@ def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extr
     started = time.perf_counter()
     try:
         with DummyJsonClient.from_settings(settings) as client, write_transaction(engine) as conn:
-            products = iter_products(client, settings.page_size, extraction)
+            products = iter_products(
+                client, settings.page_size, extraction, concurrency=settings.concurrency
+            )
             load_products(conn, products, run_id, stats)
             stats.pages = extraction.pages
             reason = extraction.incomplete_reason()

@@ -466,7 +466,11 @@ def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncRe
     try:
         with DummyJsonClient.from_settings(settings) as client, write_transaction(engine) as conn:
             products = with_progress(
-                iter_products(client, settings.page_size, extraction), extraction, options.progress
+                iter_products(
+                    client, settings.page_size, extraction, concurrency=settings.concurrency
+                ),
+                extraction,
+                options.progress,
             )
             report = sync_products(conn, products, extraction, run_id, options)
             if options.dry_run:

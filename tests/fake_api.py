@@ -628,6 +628,7 @@ class RequestRecord:
     status: int
     headers: dict[str, str]  # request headers, names lower-cased
     body: bytes  # request body
+    arrived: float = 0.0  # time.monotonic() when the request line arrived, before any latency
 
 
 @dataclass
@@ -1117,13 +1118,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         """Answer one request, recording it before any byte goes out so tests never race it."""
         app = self.server.app
+        arrived = time.monotonic()
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         response = app._answer(self.command, url.path, query, body, self.client_address[0])
         headers = {name.lower(): value for name, value in self.headers.items()}
         status = int(response.status)
-        app._record(RequestRecord(self.command, url.path, query, status, headers, body))
+        app._record(RequestRecord(self.command, url.path, query, status, headers, body, arrived))
         self._send(response)
 
     def _send(self, response: _Response) -> None:

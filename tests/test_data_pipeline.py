@@ -26,7 +26,7 @@ from models import PipelineRun, RejectedRecord
 from tests.catalog_state import database_catalog, row_counts, served_catalog
 from tests.fake_api import Catalog, FakeDummyJson, Fault, make_product
 
-FAST = ["--max-retries", "2", "--connect-timeout", "2", "--read-timeout", "5"]
+FAST = ["--max-retries", "2", "--connect-timeout", "2", "--read-timeout", "5", "--rate-limit", "0"]
 
 
 def run_pipeline(api: FakeDummyJson, database_url: str, *extra: str) -> int:

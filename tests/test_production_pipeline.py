@@ -26,7 +26,7 @@ from tests.catalog_state import (
 from tests.fake_api import FakeDummyJson, Fault, make_product
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5"]
+FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5", "--rate-limit", "0"]
 
 
 def sync(api: FakeDummyJson, database_url: str, *extra: str) -> int:
@@ -291,7 +291,7 @@ def test_two_concurrent_syncs_run_one_after_the_other(
     api: FakeDummyJson, database_url: str, engine: Engine
 ) -> None:
     api.latency = 0.05  # 12 pages: the first sync holds the lock for at least 0.6 s
-    first = start_sync_process(api, database_url)
+    first = start_sync_process(api, database_url, "--concurrency", "1")
     wait_for_line(first, "page at skip=0")
     second = start_sync_process(api, database_url)
     first_out, _ = first.communicate(timeout=120)
@@ -310,7 +310,7 @@ def test_a_second_sync_gives_up_with_a_clear_message_after_the_lock_timeout(
     api: FakeDummyJson, postgres_url: str
 ) -> None:
     api.latency = 0.2
-    first = start_sync_process(api, postgres_url)
+    first = start_sync_process(api, postgres_url, "--concurrency", "1")
     wait_for_line(first, "page at skip=0")
     second = start_sync_process(api, postgres_url, "--lock-timeout", "0.5")
     second_out, _ = second.communicate(timeout=60)
