@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
+import io
 import itertools
 import json
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -676,6 +679,12 @@ def _text(
     return value
 
 
+@functools.cache
+def _numeric_bounds(precision: int, scale: int) -> tuple[Decimal, Decimal]:
+    """The smallest magnitude ``Numeric(precision, scale)`` cannot hold, and its step."""
+    return Decimal(10) ** (precision - scale), Decimal(1).scaleb(-scale)
+
+
 def _decimal(
     value: Any,
     name: str,
@@ -698,11 +707,12 @@ def _decimal(
     number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     if not number.is_finite():
         raise InvalidProduct(f"{name}: expected a finite number, got {value}")
-    if abs(number) >= Decimal(10) ** (precision - scale):
+    ceiling, step = _numeric_bounds(precision, scale)
+    if abs(number) >= ceiling:
         raise InvalidProduct(
             f"{name}: {value} is too large (at most {precision - scale} integer digits)"
         )
-    if number != number.quantize(Decimal(1).scaleb(-scale)):
+    if not isinstance(value, int) and number != number.quantize(step):
         raise InvalidProduct(f"{name}: {value} has more than {scale} decimals; it would be rounded")
     if minimum is not None and number < minimum:
         raise InvalidProduct(f"{name}: {value} is below {minimum}")
@@ -760,11 +770,19 @@ def _list(value: Any, name: str) -> list[Any]:
 
 
 def content_hash(raw: Mapping[str, Any]) -> int:
-    """A signed 64-bit digest of a product's whole content, stable across runs and machines."""
-    canonical = json.dumps(
-        raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    )
-    digest = hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).digest()
+    """A signed 64-bit digest of a product's whole content, children included.
+
+    It digests the product's pickle in fast mode (no memo, so equal content gives equal bytes
+    however objects are shared), which costs half of a canonical ``json.dumps``; the sync
+    computes it for every product of every run. Key order counts: if the API ever reorders
+    keys, the next sync rewrites every product once, which is correct, only slower. The
+    pickle is only digested, never loaded.
+    """
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=5)
+    pickler.fast = True
+    pickler.dump(raw)
+    digest = hashlib.blake2b(buffer.getbuffer(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

@@ -23,14 +23,17 @@ Run ``python production_pipeline.py --help``. The offline demo serves a local ca
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import logging
+import queue
 import sys
+import threading
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,26 +190,50 @@ def _staging_tables(dialect: str) -> dict[str, Table]:
     }
 
 
-def _copy_text(value: Any) -> str:
-    r"""One value in PostgreSQL's COPY text format (NULL is \N; specials escaped)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return (
-            value.replace("\\", "\\\\")
-            .replace("\t", "\\t")
-            .replace("\n", "\\n")
-            .replace("\r", "\\r")
+def _escape(text: str) -> str:
+    """Backslash, tab, newline and carriage return escaped for COPY's text format.
+
+    Four ``str.replace`` calls: about ten times faster than ``str.translate`` with a table.
+    """
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_text(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, bool]]) -> str:
+    r"""Rows in PostgreSQL's COPY text format: tab-separated, ``\N`` for NULL, text escaped.
+
+    ``columns`` pairs each column name with whether it holds text (only text needs escaping).
+    This runs once per value of every row written, so it is one flat comprehension.
+    """
+    return "".join(
+        "\t".join(
+            [
+                "\\N" if (value := row[name]) is None else _escape(value) if is_text else str(value)
+                for name, is_text in columns
+            ]
         )
-    return str(value)
+        + "\n"
+        for row in rows
+    )
 
 
 class RowWriter:
-    """Writes rows into a table: ``COPY`` on PostgreSQL, batched inserts elsewhere."""
+    """Writes rows into tables: ``COPY`` on PostgreSQL, batched inserts on SQLite.
 
-    def __init__(self, conn: Connection) -> None:
+    On PostgreSQL the statements run on a background thread, one at a time, while the caller
+    formats the next batch: the database server and the Python transform then work on two
+    cores at once. At most ``depth`` batches wait in the queue, so memory stays bounded. The
+    caller must not use the connection until ``close()`` has returned.
+    """
+
+    def __init__(self, conn: Connection, depth: int = 2) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if self.postgres:
+            self._thread = threading.Thread(target=self._drain, name="copy", daemon=True)
+            self._thread.start()
 
     def write(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """Append ``rows`` (dicts keyed by column name) to ``table``."""
@@ -215,17 +242,55 @@ class RowWriter:
         if not self.postgres:
             self.conn.execute(insert(table), list(rows))
             return
-        names = [c.name for c in table.columns if c.name != "loaded_at"]
-        buffer = io.StringIO()
-        for row in rows:
-            buffer.write("\t".join([_copy_text(row[name]) for name in names]))
-            buffer.write("\n")
-        buffer.seek(0)
+        columns = [(c.name, _is_text(c)) for c in table.columns if c.name != "loaded_at"]
+        statement = f"COPY {table.name} ({', '.join(name for name, _ in columns)}) FROM STDIN"
+        body = copy_text(rows, columns)
+        self.submit(lambda: self._copy(statement, body))
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the connection, after everything submitted before it."""
+        if self._thread is None:
+            work()
+            return
+        self._raise_if_failed()
+        self._queue.put(work)
+
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Wait until everything submitted has run; raise the first error it met."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if raise_errors:
+            self._raise_if_failed()
+
+    def _copy(self, statement: str, body: str) -> None:
         cursor = self.conn.connection.cursor()
         try:
-            cursor.copy_expert(f"COPY {table.name} ({', '.join(names)}) FROM STDIN", buffer)
+            # One read of the whole body: psycopg2 holds the GIL for each read (8 KiB by
+            # default), and every re-acquisition can wait on the transforming thread.
+            cursor.copy_expert(statement, io.StringIO(body), size=len(body) + 1)
         finally:
             cursor.close()
+
+    def _drain(self) -> None:
+        """The background thread: run submitted work in order; after an error, skip the rest."""
+        while (work := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    work()
+                except Exception as exc:  # noqa: BLE001 (handed to the caller by close)
+                    self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _is_text(column: Column[Any]) -> bool:
+    """Whether a column's values are strings (and so may need COPY escaping)."""
+    return column.type.python_type is str
 
 
 def take_writer_lock(conn: Connection, timeout: float) -> None:
@@ -275,7 +340,12 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
     _write_products(writer, catalog, batch.new)
     _write_products(writer, staging, batch.changed)
     if batch.rejected:
-        writer.conn.execute(insert(RejectedRecord), batch.rejected)
+        rejected = batch.rejected
+
+        def record_rejections() -> None:
+            writer.conn.execute(insert(RejectedRecord), rejected)
+
+        writer.submit(record_rejections)
     batch.new, batch.changed, batch.rejected = [], [], []
 
 
@@ -315,7 +385,8 @@ class SkuRegistry:
 
 
 def _sku_key(sku: str) -> int:
-    return content_hash({"sku": sku})
+    """A 64-bit digest of a sku: a fixed-size key whatever the sku's length."""
+    return int.from_bytes(hashlib.blake2b(sku.encode(), digest_size=8).digest(), "big")
 
 
 def sync_products(
@@ -341,6 +412,39 @@ def sync_products(
         table.drop(conn, checkfirst=True)
         table.create(conn)
     writer = RowWriter(conn)
+    try:
+        _stream(products, index, skus, writer, staging, run_id, options, report)
+    except BaseException:
+        writer.close(raise_errors=False)  # the error being raised is the one to report
+        raise
+    writer.close()
+    stats.pages = extraction.pages
+
+    stale = _stale_products(index, extraction, options, report)
+    for product_id in stale[:SAMPLE_IDS]:
+        report.sample("deleted", product_id)
+    stats.deleted = len(stale)
+    if options.dry_run:
+        return report
+    log.info("deleting %d stale products", len(stale))
+    _delete_products(conn, stale)
+    log.info("merging %d changed products", stats.updated)
+    merge_staging(conn, staging)
+    return report
+
+
+def _stream(
+    products: Iterable[Any],
+    index: CatalogIndex,
+    skus: SkuRegistry,
+    writer: RowWriter,
+    staging: dict[str, Table],
+    run_id: int,
+    options: SyncOptions,
+    report: SyncReport,
+) -> None:
+    """Classify each product by its hash; write new and changed ones in batches."""
+    stats = report.stats
     batch = _Batch()
     for raw in products:
         stats.extracted += 1
@@ -370,19 +474,6 @@ def sync_products(
         if len(batch) >= options.batch_size:
             _flush(writer, staging, batch)
     _flush(writer, staging, batch)
-    stats.pages = extraction.pages
-
-    stale = _stale_products(index, extraction, options, report)
-    for product_id in stale[:SAMPLE_IDS]:
-        report.sample("deleted", product_id)
-    stats.deleted = len(stale)
-    if options.dry_run:
-        return report
-    log.info("deleting %d stale products", len(stale))
-    _delete_products(conn, stale)
-    log.info("merging %d changed products", stats.updated)
-    merge_staging(conn, staging)
-    return report
 
 
 def _stale_products(
