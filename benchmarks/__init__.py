@@ -1,0 +1,1 @@
+"""Benchmarks of the sync and of extraction: ``python -m benchmarks.<name> --help``."""
