@@ -44,6 +44,7 @@ from dotenv import dotenv_values
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Connection, Engine, delete, insert, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from models import (
@@ -417,7 +418,7 @@ class DummyJsonClient:
                 method, url, json=payload, timeout=self.timeout, stream=True
             )
         except requests.RequestException as exc:
-            raise ApiError(f"{method} {url} failed: {exc}", url=url) from exc
+            raise ApiError(f"{method} {url} failed: {_root_cause(exc)}", url=url) from exc
         self.pacer.observe(response.headers)
         with response:
             try:
@@ -456,6 +457,28 @@ class DummyJsonClient:
     def get_product(self, product_id: int) -> dict[str, Any]:
         """``GET /products/{id}``."""
         return self.request_json("GET", f"/products/{product_id}", expect=_object_document)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without the pool's boilerplate."""
+    retries = ""
+    cause: BaseException | None = exc
+    while cause is not None:
+        reason = getattr(cause, "reason", None)
+        if isinstance(cause, MaxRetryError):
+            retries = " (retries exhausted)"
+        if isinstance(reason, BaseException):
+            cause = reason
+            continue
+        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        if nested is None:
+            break
+        cause = nested
+    text = str(cause)
+    # urllib3 prefixes "HTTPConnection(host=..., port=...): "; the address is in the URL already.
+    if text.startswith("HTTP") and "): " in text:
+        text = text.split("): ", 1)[1]
+    return f"{text}{retries}"
 
 
 def _object_document(document: Any) -> dict[str, Any]:
@@ -503,6 +526,13 @@ class Extraction:
     def complete(self) -> bool:
         """True only if paging reached the end and saw exactly the announced total."""
         return self.incomplete_reason() is None
+
+    def describe(self) -> str:
+        """One line for a run summary: complete or not, and what paging met on the way."""
+        reason = self.incomplete_reason()
+        seen = f"{self.received} of {self.total} products in {self.pages} pages"
+        repeats = f", {self.duplicates} repeats dropped" if self.duplicates else ""
+        return f"complete, {seen}{repeats}" if reason is None else f"INCOMPLETE ({reason}), {seen}"
 
     def incomplete_reason(self) -> str | None:
         """Why the extraction cannot be trusted to be the whole catalog, or None."""

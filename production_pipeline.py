@@ -111,6 +111,7 @@ class SyncReport:
 
     stats: RunStats
     deletion: str = ""
+    extraction: str = ""
     samples: dict[str, list[int]] = field(
         default_factory=lambda: {"inserted": [], "updated": [], "deleted": []}
     )
@@ -424,12 +425,13 @@ def sync_products(
     for product_id in stale[:SAMPLE_IDS]:
         report.sample("deleted", product_id)
     stats.deleted = len(stale)
+    report.extraction = extraction.describe()
     if options.dry_run:
         return report
     log.info("deleting %d stale products", len(stale))
     _delete_products(conn, stale)
     log.info("merging %d changed products", stats.updated)
-    merge_staging(conn, staging)
+    merge_staging(conn, staging, options.progress)
     return report
 
 
@@ -481,7 +483,7 @@ def _stale_products(
 ) -> list[int]:
     """The ids to delete, after the guards; raise ``SyncAborted`` when a guard refuses."""
     if not options.delete_stale:
-        report.deletion = "stale removal skipped (--no-delete)"
+        report.deletion = "stale products: kept (--no-delete)"
         return []
     reason = extraction.incomplete_reason()
     if reason:
@@ -494,10 +496,8 @@ def _stale_products(
             f"({len(stale) / len(index):.0%} > {options.max_delete_fraction:.0%}); "
             "nothing changed. Rerun with --allow-mass-delete if the source really shrank."
         )
-    report.deletion = (
-        f"{len(stale)} stale products removed (extraction complete: "
-        f"{extraction.received} of {extraction.total})"
-    )
+    verb = "would be removed" if options.dry_run else "removed"
+    report.deletion = f"stale products {verb}: {len(stale)}"
     return stale
 
 
@@ -507,29 +507,38 @@ def _delete_products(conn: Connection, ids: list[int], chunk: int = 500) -> None
         conn.execute(delete(Product).where(Product.id.in_(ids[start : start + chunk])))
 
 
-def merge_staging(conn: Connection, staging: dict[str, Table]) -> None:
-    """Apply staged changed products with set-based SQL (same statements on both databases)."""
+def merge_statements(staging: dict[str, Table]) -> list[tuple[str, str]]:
+    """The set-based SQL that applies staged changed products: the same on both databases."""
     columns = _columns(Product)
     updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "id")
     names = ", ".join(columns)
-    # "WHERE true" lets SQLite tell the upsert's ON CONFLICT from a join's ON.
-    conn.execute(
-        text(
+    statements = [
+        (
+            "products",
+            # "WHERE true" lets SQLite tell the upsert's ON CONFLICT from a join's ON.
             f"INSERT INTO products ({names}) SELECT {names} FROM {staging['products'].name} "
-            f"WHERE true ON CONFLICT (id) DO UPDATE SET {updates}, loaded_at = CURRENT_TIMESTAMP"
+            f"WHERE true ON CONFLICT (id) DO UPDATE SET {updates}, loaded_at = CURRENT_TIMESTAMP",
         )
-    )
+    ]
     changed = f"SELECT id FROM {staging['products'].name}"
     for model, _ in _CHILDREN:
         table = model.__tablename__
         child_columns = ", ".join(_columns(model))
-        conn.execute(text(f"DELETE FROM {table} WHERE product_id IN ({changed})"))
-        conn.execute(
-            text(
-                f"INSERT INTO {table} ({child_columns}) "
-                f"SELECT {child_columns} FROM {staging[table].name}"
-            )
+        staged = staging[table].name
+        statements.append((table, f"DELETE FROM {table} WHERE product_id IN ({changed})"))
+        statements.append(
+            (table, f"INSERT INTO {table} ({child_columns}) SELECT {child_columns} FROM {staged}")
         )
+    return statements
+
+
+def merge_staging(conn: Connection, staging: dict[str, Table], progress: bool = False) -> None:
+    """Run the merge statements, with a progress bar on a terminal."""
+    steps = merge_statements(staging)
+    with tqdm(steps, desc="merge", unit=" steps", disable=not progress, file=sys.stderr) as bar:
+        for table, statement in bar:
+            bar.set_postfix_str(table)
+            conn.execute(text(statement))
 
 
 # --- a whole run ------------------------------------------------------------------------------
@@ -592,6 +601,7 @@ def format_summary(report: SyncReport, dry_run: bool) -> str:
         ("rejected", stats.rejected),
     ):
         lines.append(f"  {label:<20}{value:>10}")
+    lines.append(f"  extraction: {report.extraction}")
     lines.append(f"  {report.deletion}")
     if dry_run:
         for action, ids in report.samples.items():
