@@ -519,7 +519,6 @@ class Extraction:
     total_changes: int = 0
     shifts: int = 0
     finished: bool = False
-    bytes: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
