@@ -1,0 +1,994 @@
+"""Exercise 3-1: a code review of a junior's product updater, in which every claim is demonstrated.
+
+The code under review is ``junior/product_updater.py``, kept verbatim so that line numbers are
+stable. This module holds three things:
+
+* the review as data: one ``Finding`` per problem (category, severity, the lines it cites, the
+  problem, why it matters, the fix, the ruff rules it covers, and its evidence: the test in
+  ``tests/test_code_review.py`` that shows the defect on the junior code and the fix in the
+  improved one, or the word "judgement" where no test can decide);
+* rendering as text, Markdown (for a pull request) or JSON (for a tool), quoting the cited lines
+  read from the junior file at run time, so a citation that drifts fails loudly;
+* the improved implementation: ``UpdateRequest`` (validated on construction), ``ProductUpdater``
+  (the shared ``DummyJsonClient``, a few worker threads, one ``RateLimiter`` that keeps within
+  DummyJSON's 100 requests per 10 s), ``UpdateResult`` per item and ``UpdateSummary``.
+
+Run::
+
+    python code_review.py                       # the review (offline), as text
+    python code_review.py --format markdown     # or json
+    python code_review.py --apply updates.json --api-url http://127.0.0.1:8000 [--concurrency 4]
+
+``updates.json`` is a JSON array of ``{"id", "title", "price", "description"}`` objects. Exit
+codes: 0 every update succeeded (or the review was printed), 1 some updates failed, 2 bad usage
+or an unreadable updates file. DummyJSON answers updates but does not persist them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import re
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from data_pipeline import (
+    ConfigError,
+    DummyJsonClient,
+    PipelineError,
+    UnexpectedPayload,
+    configure_logging,
+    excerpt,
+    is_int,
+    parse_args,
+    resolve_settings,
+)
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent
+JUNIOR_NAME = "junior/product_updater.py"
+JUNIOR_PATH = ROOT / JUNIOR_NAME
+TESTS = "tests/test_code_review.py"
+FORMATS = ("text", "markdown", "json")
+NOT_PERSISTED = (
+    "DummyJSON does not persist writes: it answers each PUT with the updated product but keeps "
+    "its catalog unchanged, so a later GET returns the old values."
+)
+
+Category = Literal["security", "correctness", "performance", "maintainability"]
+Severity = Literal["critical", "high", "medium", "low"]
+CATEGORIES: tuple[Category, ...] = ("security", "correctness", "performance", "maintainability")
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+
+
+# --- the review: findings as data -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in the junior code: where, what, why it matters, the fix, and the evidence."""
+
+    id: str
+    category: Category
+    severity: Severity
+    lines: tuple[int, int]  # first and last line cited in junior/product_updater.py
+    anchor: str  # text the cited lines must contain, so a drifted citation is caught
+    problem: str
+    why: str
+    fix: str
+    evidence: str  # "test: tests/test_code_review.py::<name>" or "judgement"
+    rules: tuple[str, ...] = ()  # the ruff rule codes this finding accounts for
+
+    @property
+    def is_fact(self) -> bool:
+        """True when a test demonstrates the finding; False for a judgement."""
+        return self.evidence.startswith("test: ")
+
+    @property
+    def test_name(self) -> str | None:
+        """The name of the demonstrating test function, or None for a judgement."""
+        return self.evidence.rpartition("::")[2] if self.is_fact else None
+
+    @property
+    def where(self) -> str:
+        """``line 7`` or ``lines 37-40``."""
+        first, last = self.lines
+        return f"line {first}" if first == last else f"lines {first}-{last}"
+
+
+def _test(name: str) -> str:
+    return f"test: {TESTS}::{name}"
+
+
+JUDGEMENT = "judgement"
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        id="SEC-1",
+        category="security",
+        severity="high",
+        lines=(7, 7),
+        anchor='API_TOKEN = "sk_live_',
+        problem="A live API token is hard-coded in the module and sent as an Authorization "
+        "header with every request, to whatever base URL the updater was given.",
+        why="Everyone who can read the repository or its history holds the credential; "
+        "rotating it takes a commit; a test or a mistyped host receives it too.",
+        fix="Send no credential: DummyJSON's product routes need none. Where an API does, read "
+        "it from the environment through the settings, never commit it, and never log it.",
+        evidence=_test(
+            "test_junior_hard_codes_a_token_and_sends_it_while_improved_sends_no_credential"
+        ),
+        rules=("S105",),
+    ),
+    Finding(
+        id="SEC-2",
+        category="security",
+        severity="high",
+        lines=(37, 40),
+        anchor='print("Request headers: "',
+        problem="Every failed attempt prints the request headers (bearer token included), the "
+        "whole payload and the whole response body to stdout.",
+        why="stdout ends up in CI logs, cron mail and log shippers: the token leaks to everyone "
+        "who reads them, and whatever the payload holds is copied there three times per "
+        "failure. No linter sees this.",
+        fix="Log one line per failure: product id, status and a truncated excerpt of the "
+        "server's message (what ApiError carries); never headers, never payloads.",
+        evidence=_test(
+            "test_junior_prints_token_payload_and_response_on_errors_while_improved_logs_neither"
+        ),
+    ),
+    Finding(
+        id="COR-1",
+        category="correctness",
+        severity="critical",
+        lines=(33, 33),
+        anchor="requests.put(url",
+        problem="requests.put is called without a timeout.",
+        why="requests then waits forever: one stalled connection (a proxy or load balancer that "
+        "accepted and went silent) hangs the whole batch, the retry loop never runs, and a "
+        "scheduled job piles up overlapping runs.",
+        fix="Explicit (connect, read) timeouts on every request, as DummyJsonClient has (5 s and "
+        "30 s by default, HTTP_CONNECT_TIMEOUT / HTTP_READ_TIMEOUT), and a failed result for "
+        "the item when they expire.",
+        evidence=_test(
+            "test_junior_hangs_on_a_stalled_server_while_improved_gives_up_after_its_timeout"
+        ),
+        rules=("S113",),
+    ),
+    Finding(
+        id="COR-2",
+        category="correctness",
+        severity="high",
+        lines=(41, 45),
+        anchor="except Exception as e:",
+        problem="Every failure (an HTTP error, a timeout, a bug in this very code) is caught by "
+        "`except Exception`, printed, and turned into `return None`.",
+        why="The caller gets None for a missing product, an outage and a TypeError alike, so it "
+        "cannot tell what failed or why, nor decide what to retry; update_products returns "
+        "only the successes, so failures vanish from its result.",
+        fix="Return an UpdateResult per item (ok, or failed with the API's reason), catch only "
+        "the pipeline's own errors (ApiError, UnexpectedPayload) and let programming errors "
+        "raise.",
+        evidence=_test(
+            "test_junior_returns_none_for_every_failure_while_improved_returns_the_reason"
+        ),
+        rules=("BLE001",),
+    ),
+    Finding(
+        id="COR-3",
+        category="correctness",
+        severity="high",
+        lines=(31, 36),
+        anchor="if r.status_code == 200:",
+        problem="Any status but 200 is sent again, three attempts in all, including 400 and 404, "
+        "which can never succeed; the attempt counter `i` is unused, so there is no backoff.",
+        why="Three requests and 6 s of sleep per bad item, the rate-limit quota spent on "
+        "requests known to fail, and no distinction between a permanent error and a "
+        "transient one (429, 5xx, a reset connection).",
+        fix="Retry only connection errors, 429 and 5xx, with exponential backoff and jitter "
+        "(urllib3 Retry inside DummyJsonClient); fail a 4xx at once with the server's message.",
+        evidence=_test(
+            "test_junior_retries_a_client_error_while_improved_fails_once_with_the_message"
+        ),
+        rules=("B007", "PLR2004"),
+    ),
+    Finding(
+        id="COR-4",
+        category="correctness",
+        severity="high",
+        lines=(43, 44),
+        anchor="time.sleep(2)",
+        problem="After a 429 it waits a fixed 2 s and never reads Retry-After.",
+        why="DummyJSON answers 429 with Retry-After: 10 (100 requests per 10 s): three attempts "
+        "2 s apart all land inside the blocked window, so the update is lost while the log "
+        "says it was retried. No linter sees retry semantics.",
+        fix="Honour Retry-After (urllib3 Retry with respect_retry_after_header, as "
+        "DummyJsonClient does), and stay under the limit in the first place with a rate "
+        "limiter shared by all workers.",
+        evidence=_test("test_junior_ignores_retry_after_while_improved_waits_as_the_server_asks"),
+    ),
+    Finding(
+        id="COR-5",
+        category="correctness",
+        severity="high",
+        lines=(27, 30),
+        anchor='data = {"title": title, "price": price',
+        problem="Nothing is validated: a negative or zero price, an empty title, a price given "
+        "as text, a non-positive id or a 10,000-character description go straight out.",
+        why="DummyJSON, like many APIs, answers 200 to a PUT with price -5, so bad data is "
+        "written and reported as updated; the error surfaces later, far from the input "
+        "that caused it.",
+        fix="Parse each item into a frozen UpdateRequest that rejects a non-positive id or "
+        "price, more than two decimals, an empty title or an over-long description, with a "
+        "message naming the field, before any request is sent.",
+        evidence=_test(
+            "test_junior_sends_an_invalid_price_while_improved_rejects_it_before_sending"
+        ),
+    ),
+    Finding(
+        id="COR-6",
+        category="correctness",
+        severity="medium",
+        lines=(48, 50),
+        anchor='u["title"], u["price"], u["description"]',
+        problem="An item without a title, price or description raises KeyError out of "
+        "update_products.",
+        why="The rest of the batch is abandoned half-way, the results gathered so far are lost "
+        "with the exception, and nothing says which item was bad.",
+        fix="Validate every item first; an invalid one becomes a failed result with its reason "
+        "and the others still run.",
+        evidence=_test(
+            "test_an_item_missing_a_field_aborts_the_junior_batch_but_not_the_improved_one"
+        ),
+    ),
+    Finding(
+        id="COR-7",
+        category="correctness",
+        severity="medium",
+        lines=(49, 49),
+        anchor='id = u.pop("id")',
+        problem="It pops 'id' out of the caller's dictionaries.",
+        why="Running the same batch again (the normal recovery after a crash, and safe because "
+        "PUT is idempotent) fails with KeyError: 'id', because the first run destroyed its "
+        "input. A rerun must send the same requests and reach the same state.",
+        fix="Treat input as read-only: build a new UpdateRequest from each item; the improved "
+        "updater sends identical PUTs on a rerun and leaves the items as they were.",
+        evidence=_test(
+            "test_rerunning_a_batch_crashes_the_junior_while_improved_repeats_the_same_requests"
+        ),
+    ),
+    Finding(
+        id="COR-8",
+        category="correctness",
+        severity="medium",
+        lines=(47, 47),
+        anchor="results=[]",
+        problem="The default `results=[]` is created once, when the class is defined, and shared "
+        "by every call.",
+        why="A second batch, even on a new ProductUpdater, returns the first batch's results as "
+        "well: counts are wrong, and products look updated that this run never touched.",
+        fix="Build the result list inside the call; the improved update_many returns a new list "
+        "every time.",
+        evidence=_test(
+            "test_junior_results_leak_between_calls_via_a_mutable_default_but_not_improved"
+        ),
+        rules=("B006",),
+    ),
+    Finding(
+        id="COR-9",
+        category="correctness",
+        severity="medium",
+        lines=(10, 18),
+        anchor="except:",
+        problem="A missing or malformed updates file is swallowed by a bare `except:` that "
+        "returns [], and the script exits 0 even when no update went through.",
+        why="A scheduler sees success when nothing was updated; a bare except also swallows "
+        "KeyboardInterrupt; the file is opened without a context manager or an encoding.",
+        fix="Read the file with Path.read_text(encoding='utf-8'), report an unreadable or "
+        "malformed file in one line naming it and exit 2; exit 1 when any update failed.",
+        evidence=_test("test_junior_swallows_a_malformed_file_and_exits_0_while_improved_exits_2"),
+        rules=("E722", "SIM115", "PTH123", "TRY300"),
+    ),
+    Finding(
+        id="PERF-1",
+        category="performance",
+        severity="medium",
+        lines=(33, 33),
+        anchor="requests.put(",
+        problem="The module-level requests.put opens a new connection for every request: no "
+        "Session, no pool.",
+        why="A TCP handshake (and against https://dummyjson.com a TLS one) per update: extra "
+        "round trips each time, more load on the server, and ephemeral ports used up on large "
+        "batches.",
+        fix="One requests.Session with a pooled adapter (DummyJsonClient), shared by the "
+        "workers: as many connections as workers, each reused.",
+        evidence=_test("test_junior_opens_a_connection_per_request_while_improved_reuses_a_few"),
+    ),
+    Finding(
+        id="PERF-2",
+        category="performance",
+        severity="medium",
+        lines=(56, 57),
+        anchor="time.sleep(0.5)",
+        problem="Updates go one at a time, with a fixed 0.5 s sleep after each.",
+        why="A batch takes n x (latency + 0.5 s): 1,000 updates spend over 8 minutes asleep. "
+        "The sleep is no rate limit either: it caps the client at 20 requests per 10 s where "
+        "DummyJSON allows 100, yet does nothing to space out retries.",
+        fix="A few worker threads (4 by default) sharing one RateLimiter of 100 requests per "
+        "10 s: as fast as the API allows and never faster.",
+        evidence=_test(
+            "test_junior_runs_serially_with_sleeps_while_improved_runs_concurrently_in_limit"
+        ),
+    ),
+    Finding(
+        id="MNT-1",
+        category="maintainability",
+        severity="medium",
+        lines=(27, 33),
+        anchor="def update_product(self, id, title, price, description):",
+        problem="URL building, credentials, payload, retry policy and the HTTP call sit in one "
+        "method; parsing, pacing and reporting in another; there is no type for an update.",
+        why="No part can be tested, reused or changed alone: the retry policy cannot be tested "
+        "without a server, the missing validation has no place to live, and a second endpoint "
+        "would copy the loop.",
+        fix="Layers: UpdateRequest (what a valid update is), DummyJsonClient (HTTP, timeouts, "
+        "retries), ProductUpdater (concurrency and per-item results), main() (files, output, "
+        "exit code).",
+        evidence=JUDGEMENT,
+    ),
+    Finding(
+        id="MNT-2",
+        category="maintainability",
+        severity="low",
+        lines=(23, 23),
+        anchor="base_url=BASE_URL",
+        problem="The base URL, the retry count (3), the retry delay (2 s) and the pacing (0.5 s) "
+        "are constants in the code, and the base URL default is bound once, at import.",
+        why="Pointing the job at a staging API or tuning it for a slower one takes a code "
+        "change; the only override is a constructor argument the script itself never passes.",
+        fix="Settings resolved once from flag > environment > .env > default (resolve_settings): "
+        "--api-url / API_BASE_URL, HTTP_*_TIMEOUT, HTTP_MAX_RETRIES, --concurrency.",
+        evidence=JUDGEMENT,
+    ),
+    Finding(
+        id="MNT-3",
+        category="maintainability",
+        severity="low",
+        lines=(51, 55),
+        anchor='print("Failed to update product "',
+        problem="Progress, errors and the summary all go to stdout through print.",
+        why="No levels or timestamps, no way to silence progress or send errors to stderr, and "
+        "a caller that pipes the output gets both mixed; the exit code says nothing.",
+        fix="logging for progress and per-item failures (stderr), the per-item results and the "
+        "summary on stdout, and an exit code for machines.",
+        evidence=JUDGEMENT,
+        rules=("T201",),
+    ),
+    Finding(
+        id="MNT-4",
+        category="maintainability",
+        severity="low",
+        lines=(21, 23),
+        anchor="class ProductUpdater:",
+        problem="No type hints and no docstrings anywhere, module included (ruff also asks for a "
+        "copyright header; this repository's modules open with a docstring instead).",
+        why="What id, price and the return value may be is left to guesswork; mypy cannot "
+        "check a caller, and a reader must run the code to learn what it returns on failure.",
+        fix="Full annotations checked by mypy --strict, a module docstring saying what the "
+        "module does and how to run it, and one-line docstrings on public functions.",
+        evidence=JUDGEMENT,
+        rules=("ANN001", "ANN201", "ANN204", "D100", "D101", "D102", "D103", "D107", "CPY001"),
+    ),
+    Finding(
+        id="MNT-5",
+        category="maintainability",
+        severity="low",
+        lines=(49, 51),
+        anchor="if result == None:",
+        problem="Style that hides intent: `id` shadows the builtin, `== None` instead of `is "
+        "None`, %-formatting beside string concatenation, `else` after `return`, unsorted "
+        "imports.",
+        why="Each is small; together they slow every reader down, and `== None` runs a custom "
+        "__eq__ where `is None` cannot be fooled.",
+        fix="ruff check and ruff format with this repository's rules, which the improved code "
+        "passes along with mypy --strict.",
+        evidence=JUDGEMENT,
+        rules=("A001", "A002", "E711", "UP031", "RET505", "I001"),
+    ),
+)
+
+
+def ordered_findings(findings: Iterable[Finding] = FINDINGS) -> list[Finding]:
+    """Grouped by category (security first), most severe first within each."""
+    return sorted(
+        findings,
+        key=lambda f: (CATEGORIES.index(f.category), SEVERITIES.index(f.severity)),
+    )
+
+
+def covered_rules(findings: Iterable[Finding] = FINDINGS) -> set[str]:
+    """Every ruff rule code some finding accounts for."""
+    return {rule for finding in findings for rule in finding.rules}
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+class StaleFinding(Exception):
+    """A finding's cited lines no longer hold its anchor: the junior file changed under it."""
+
+
+_TOKEN = re.compile(r"\b(sk_(?:live|test)_)\w+")
+
+
+def redact(text: str) -> str:
+    """Mask anything shaped like a live or test key, so the review never repeats a secret."""
+    return _TOKEN.sub(r"\1<redacted>", text)
+
+
+def junior_lines() -> list[str]:
+    """The junior file, line by line, read now (so the review quotes what is really there)."""
+    return JUNIOR_PATH.read_text(encoding="utf-8").splitlines()
+
+
+def quote(finding: Finding, lines: Sequence[str]) -> list[tuple[int, str]]:
+    """The cited lines as (number, text), secrets masked; ``StaleFinding`` if they drifted."""
+    first, last = finding.lines
+    if not 1 <= first <= last <= len(lines):
+        raise StaleFinding(f"{finding.id}: {finding.where} is outside {JUNIOR_NAME}")
+    cited = lines[first - 1 : last]
+    if not any(finding.anchor in line for line in cited):
+        raise StaleFinding(
+            f"{finding.id}: {finding.where} of {JUNIOR_NAME} no longer contain {finding.anchor!r}"
+        )
+    return [(number, redact(text)) for number, text in enumerate(cited, first)]
+
+
+# The improved implementation, shown in the review from this file's own source.
+def _improved_objects() -> list[Any]:
+    """What the review shows, in reading order (defined below, hence a function)."""
+    return [
+        InvalidUpdate,
+        InvalidUpdateFile,
+        UpdateRequest,
+        _amount,
+        UpdateResult,
+        UpdateSummary,
+        RateLimiter,
+        _echoed,
+        ProductUpdater,
+        _given_id,
+        load_updates,
+    ]
+
+
+def improved_source() -> list[tuple[str, int, int, str]]:
+    """(name, first line, last line, source) of each piece of the improved implementation."""
+    pieces = []
+    for obj in _improved_objects():
+        source, first = inspect.getsourcelines(obj)
+        pieces.append((obj.__name__, first, first + len(source) - 1, "".join(source).rstrip()))
+    return pieces
+
+
+def summary_lines(findings: Sequence[Finding]) -> list[str]:
+    """The review's conclusion: counts, coverage, the verdict and the persistence note."""
+    severities = Counter(f.severity for f in findings)
+    categories = Counter(f.category for f in findings)
+    facts = sum(f.is_fact for f in findings)
+    return [
+        f"{len(findings)} findings: "
+        + ", ".join(f"{severities[s]} {s}" for s in SEVERITIES if severities[s])
+        + f"; {facts} demonstrated by a test, {len(findings) - facts} labelled judgement.",
+        "By category: " + ", ".join(f"{c} {categories[c]}" for c in CATEGORIES) + ".",
+        "ruff --select ALL rules accounted for: " + ", ".join(sorted(covered_rules(findings))),
+        "Verdict: request changes. The batch can hang forever (COR-1), leaks a live token "
+        "(SEC-1, SEC-2) and loses failed updates without a trace (COR-2, COR-4); the improved "
+        "implementation fixes every finding. Try it: python code_review.py --apply "
+        "updates.json --api-url URL.",
+        f"Note: {NOT_PERSISTED}",
+    ]
+
+
+def _wrap(text: str, first: str = "    ", rest: str = "    ") -> str:
+    """Fill to 100 columns without splitting a word (a test name stays searchable)."""
+    return textwrap.fill(
+        text,
+        width=100,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def render_text(lines: Sequence[str]) -> str:
+    """The review as plain text for a terminal."""
+    findings = ordered_findings()
+    out = [f"Code review of {JUNIOR_NAME} ({len(lines)} lines)", ""]
+    for category in CATEGORIES:
+        out.append(category.upper())
+        for f in (f for f in findings if f.category == category):
+            head = f"[{f.id}] {f.severity}, {f.where}: {f.problem} — Why it matters: {f.why}"
+            out.append(_wrap(f"{head} — Fix: {f.fix}", first=""))
+            out.extend(f"    {number:>4} | {text}" for number, text in quote(f, lines))
+            rules = f"; ruff: {', '.join(f.rules)}" if f.rules else ""
+            out.extend((_wrap(f"evidence: {f.evidence}{rules}"), ""))
+    out.append("IMPROVED IMPLEMENTATION (code_review.py)")
+    for name, first, last, source in improved_source():
+        out.extend((f"# --- {name}, code_review.py lines {first}-{last}", source, ""))
+    out.append("SUMMARY")
+    out.extend(_wrap(line, "", "") for line in summary_lines(findings))
+    return "\n".join(out)
+
+
+def render_markdown(lines: Sequence[str]) -> str:
+    """The review as Markdown, for a pull request."""
+    findings = ordered_findings()
+    out = [f"# Code review: `{JUNIOR_NAME}`", ""]
+    for category in CATEGORIES:
+        out.extend((f"## {category.capitalize()}", ""))
+        for f in (f for f in findings if f.category == category):
+            out.extend(
+                (
+                    f"### {f.id} ({f.severity}), {f.where}: {f.problem}",
+                    "",
+                    "```python",
+                    *(f"{number:>4} | {text}" for number, text in quote(f, lines)),
+                    "```",
+                    "",
+                    f"- **Why it matters:** {f.why}",
+                    f"- **Fix:** {f.fix}",
+                    f"- **Evidence:** {_markdown_evidence(f)}",
+                )
+            )
+            if f.rules:
+                out.append("- **ruff:** " + ", ".join(f"`{rule}`" for rule in f.rules))
+            out.append("")
+    out.extend(("## Improved implementation", ""))
+    for name, first, last, source in improved_source():
+        out.extend((f"`{name}` (`code_review.py` lines {first}-{last}):", "", "```python"))
+        out.extend((source, "```", ""))
+    out.extend(("## Summary", ""))
+    out.extend(f"- {line}" for line in summary_lines(findings))
+    return "\n".join(out)
+
+
+def _markdown_evidence(finding: Finding) -> str:
+    if finding.is_fact:
+        return f"test `{finding.evidence.removeprefix('test: ')}`"
+    return "judgement (no test can decide it)"
+
+
+def review_document(lines: Sequence[str]) -> dict[str, Any]:
+    """The review as one JSON-ready document, for a tool."""
+    findings = ordered_findings()
+    return {
+        "file": JUNIOR_NAME,
+        "findings": [
+            {
+                "id": f.id,
+                "category": f.category,
+                "severity": f.severity,
+                "lines": list(f.lines),
+                "problem": f.problem,
+                "why": f.why,
+                "fix": f.fix,
+                "evidence": f.evidence,
+                "kind": "fact" if f.is_fact else "judgement",
+                "rules": list(f.rules),
+                "quote": [{"line": n, "text": text} for n, text in quote(f, lines)],
+            }
+            for f in findings
+        ],
+        "improved": [
+            {"name": name, "file": "code_review.py", "lines": [first, last], "source": source}
+            for name, first, last, source in improved_source()
+        ],
+        "summary": summary_lines(findings),
+        "note": NOT_PERSISTED,
+    }
+
+
+def render_review(fmt: str = "text") -> str:
+    """The review in one of ``FORMATS``, quoting the junior file as it is now."""
+    lines = junior_lines()
+    if fmt == "json":
+        return json.dumps(review_document(lines), indent=2, ensure_ascii=False)
+    if fmt == "markdown":
+        return render_markdown(lines)
+    return render_text(lines)
+
+
+# --- the improved implementation --------------------------------------------------------------
+
+UPDATE_FIELDS = ("id", "title", "price", "description")
+MAX_PRODUCT_ID = 2**31 - 1
+MAX_TITLE_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_PRICE = Decimal("9999999999.99")  # the catalog's money column is Numeric(12, 2)
+CENT = Decimal("0.01")
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 10  # DummyJsonClient's connection pool size
+DUMMYJSON_RATE_LIMIT = (100, 10.0)  # (requests, seconds) allowed per client
+
+
+class InvalidUpdate(PipelineError):
+    """An update item that must not be sent; the message names the field and what arrived."""
+
+
+class InvalidUpdateFile(PipelineError):
+    """The updates file cannot be read or is not a JSON array (exit code 2)."""
+
+
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {excerpt(repr(value), 40)}"
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """One product update, ``PUT /products/{product_id}``, valid by construction."""
+
+    product_id: int
+    title: str
+    price: Decimal
+    description: str
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``InvalidUpdate`` naming the first value no update may carry."""
+        if isinstance(self.product_id, bool) or not 1 <= self.product_id <= MAX_PRODUCT_ID:
+            raise InvalidUpdate(f"id: expected a positive integer, got {self.product_id!r}")
+        if not self.title.strip():
+            raise InvalidUpdate("title: must not be empty")
+        if len(self.title) > MAX_TITLE_LENGTH:
+            raise InvalidUpdate(
+                f"title: {len(self.title)} characters, at most {MAX_TITLE_LENGTH} allowed"
+            )
+        if not self.price.is_finite() or self.price <= 0:
+            raise InvalidUpdate(f"price: expected a positive amount, got {self.price}")
+        if self.price > MAX_PRICE:
+            raise InvalidUpdate(f"price: {self.price} is above the maximum {MAX_PRICE}")
+        if self.price != self.price.quantize(CENT):
+            raise InvalidUpdate(f"price: {self.price} has more than 2 decimals")
+        if len(self.description) > MAX_DESCRIPTION_LENGTH:
+            raise InvalidUpdate(
+                f"description: {len(self.description)} characters, "
+                f"at most {MAX_DESCRIPTION_LENGTH} allowed"
+            )
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> UpdateRequest:
+        """Parse one item of an updates file, or raise ``InvalidUpdate`` saying what is wrong."""
+        if not isinstance(raw, dict):
+            raise InvalidUpdate(
+                f"expected an object with {', '.join(UPDATE_FIELDS)}, got {type(raw).__name__}"
+            )
+        missing = [name for name in UPDATE_FIELDS if name not in raw]
+        if missing:
+            raise InvalidUpdate(f"missing {', '.join(missing)}")
+        unknown = sorted(str(name) for name in raw if name not in UPDATE_FIELDS)
+        if unknown:
+            raise InvalidUpdate(
+                f"unknown field(s) {', '.join(unknown)}; expected {', '.join(UPDATE_FIELDS)}"
+            )
+        product_id, title, price, description = (raw[name] for name in UPDATE_FIELDS)
+        if not is_int(product_id):
+            raise InvalidUpdate(f"id: expected a positive integer, got {_shown(product_id)}")
+        for name, value in (("title", title), ("description", description)):
+            if not isinstance(value, str):
+                raise InvalidUpdate(f"{name}: expected text, got {_shown(value)}")
+        return cls(product_id, title, _amount(price), description)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body: the price as the shortest number that reads back exactly."""
+        integral = self.price == self.price.to_integral_value()
+        price = int(self.price) if integral else float(self.price)
+        return {"title": self.title, "price": price, "description": self.description}
+
+
+def _amount(value: Any) -> Decimal:
+    """A JSON number as an exact Decimal; text, booleans and null are not prices."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise InvalidUpdate(f"price: expected a number, got {_shown(value)}")
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What happened to one item: updated, or failed with the reason."""
+
+    product_id: int | None  # None when the item had no usable id
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """A batch in numbers, and the exit code it deserves."""
+
+    total: int
+    updated: int
+    seconds: float
+
+    @classmethod
+    def of(cls, results: Sequence[UpdateResult], seconds: float) -> UpdateSummary:
+        """Count the results of a batch that took ``seconds``."""
+        return cls(len(results), sum(result.ok for result in results), seconds)
+
+    @property
+    def failed(self) -> int:
+        """Items not updated, invalid ones included."""
+        return self.total - self.updated
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every item was updated, 1 otherwise."""
+        return 0 if self.failed == 0 else 1
+
+    def __str__(self) -> str:
+        return (
+            f"updated {self.updated} of {self.total} products, {self.failed} failed, "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+class RateLimiter:
+    """At most ``limit`` requests in any ``period`` seconds, shared by every worker thread.
+
+    A request holds its turn while it runs, and the turn stays taken for ``period`` seconds
+    after its answer arrived. Counting from the answer rather than the departure is what makes
+    the bound hold at the server, which counted the request before answering it: however late a
+    thread is scheduled or a packet delivered, the next request on that turn reaches the server
+    at least a period after the one before.
+    """
+
+    def __init__(
+        self, limit: int = DUMMYJSON_RATE_LIMIT[0], period: float = DUMMYJSON_RATE_LIMIT[1]
+    ) -> None:
+        if limit < 1 or period <= 0:
+            raise ValueError(f"expected limit >= 1 and period > 0, got {limit} per {period} s")
+        self.limit = limit
+        self.period = period
+        self._in_flight = 0
+        self._finished: deque[float] = deque()  # when recent requests got their answer
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for a turn and hold it while the request runs."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                self._finished.append(time.monotonic())
+                self._changed.notify_all()
+
+    def _acquire(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                while self._finished and now - self._finished[0] >= self.period:
+                    self._finished.popleft()
+                if self._in_flight + len(self._finished) < self.limit:
+                    self._in_flight += 1
+                    return
+                wait = self._finished[0] + self.period - now if self._finished else None
+                log.debug(
+                    "rate limit: %d requests in the last %g s; waiting", self.limit, self.period
+                )
+                self._changed.wait(wait)
+
+
+def _echoed(document: Any, product_id: int) -> dict[str, Any]:
+    """The API's answer to a PUT, which must be the product with the id updated."""
+    if not isinstance(document, dict) or document.get("id") != product_id:
+        raise UnexpectedPayload(
+            f"expected product {product_id} back, got {excerpt(repr(document), 80)}", url=""
+        )
+    return document
+
+
+class ProductUpdater:
+    """Apply product updates through a ``DummyJsonClient``: validated, concurrent, rate-limited.
+
+    Invalid items fail before any request. Valid ones go out ``concurrency`` at a time, each
+    request first taking its turn from one ``RateLimiter`` shared by the workers; the client
+    brings the pooled session, the timeouts and the retries (429 and 5xx with ``Retry-After``,
+    never a 4xx). Each item gets an ``UpdateResult``. Only the pipeline's own errors become
+    failures, so a bug still raises. PUT is idempotent, so a batch can simply be run again.
+    """
+
+    def __init__(
+        self,
+        client: DummyJsonClient,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.client = client
+        self.concurrency = concurrency
+        self.limiter = limiter if limiter is not None else RateLimiter()
+
+    def update(self, request: UpdateRequest) -> UpdateResult:
+        """Send one update; the API's refusal or silence is a failed result, a bug still raises."""
+        try:
+            # One turn per update: the client's own retries are rare and already spaced out by
+            # backoff or Retry-After, so they run inside it rather than take turns of their own.
+            with self.limiter.turn():
+                self.client.request_json(
+                    "PUT",
+                    f"/products/{request.product_id}",
+                    payload=request.payload(),
+                    expect=lambda document: _echoed(document, request.product_id),
+                )
+        except PipelineError as exc:
+            log.warning("product %d not updated: %s", request.product_id, exc)
+            return UpdateResult(request.product_id, ok=False, reason=str(exc))
+        log.debug("product %d updated", request.product_id)
+        return UpdateResult(request.product_id, ok=True)
+
+    def update_many(self, items: Iterable[Any]) -> list[UpdateResult]:
+        """One result per item, in input order; items are parsed, never modified."""
+        items = list(items)
+        results: dict[int, UpdateResult] = {}
+        valid: dict[int, UpdateRequest] = {}
+        for index, item in enumerate(items):
+            try:
+                valid[index] = (
+                    item if isinstance(item, UpdateRequest) else UpdateRequest.from_dict(item)
+                )
+            except InvalidUpdate as exc:
+                log.warning("item %d rejected: %s", index + 1, exc)
+                results[index] = UpdateResult(_given_id(item), ok=False, reason=f"invalid: {exc}")
+        if valid:
+            workers = min(self.concurrency, len(valid))
+            with ThreadPoolExecutor(workers, thread_name_prefix="update") as pool:
+                done = pool.map(self.update, valid.values())
+                results.update(zip(valid, done, strict=True))
+        return [results[index] for index in range(len(items))]
+
+
+def _given_id(item: Any) -> int | None:
+    """The id an invalid item was meant for, when it has a usable one."""
+    product_id = item.get("id") if isinstance(item, dict) else None
+    return product_id if is_int(product_id) and product_id > 0 else None
+
+
+def load_updates(path: Path) -> list[Any]:
+    """The items of an updates file (a JSON array), or ``InvalidUpdateFile`` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidUpdateFile(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidUpdateFile(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    try:
+        document = json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        raise InvalidUpdateFile(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(document, list):
+        raise InvalidUpdateFile(
+            f"{path}: expected a JSON array of updates, got {type(document).__name__}"
+        )
+    return document
+
+
+def render_results(results: Sequence[UpdateResult], summary: UpdateSummary, fmt: str) -> str:
+    """Per-item results, the summary and the persistence note, as text, Markdown or JSON."""
+    if fmt == "json":
+        document = {
+            "results": [
+                {"item": n, "product_id": r.product_id, "ok": r.ok, "reason": r.reason}
+                for n, r in enumerate(results, 1)
+            ],
+            "summary": {
+                "total": summary.total,
+                "updated": summary.updated,
+                "failed": summary.failed,
+                "seconds": round(summary.seconds, 3),
+            },
+            "note": NOT_PERSISTED,
+        }
+        return json.dumps(document, indent=2)
+    rows = [
+        (n, "-" if r.product_id is None else str(r.product_id), r.reason or "updated")
+        for n, r in enumerate(results, 1)
+    ]
+    if fmt == "markdown":
+        table = ["| item | product | result |", "|---|---|---|"]
+        table += [f"| {n} | {pid} | {text.replace('|', '/')} |" for n, pid, text in rows]
+        return "\n".join([*table, "", f"**{summary}.**", "", f"Note: {NOT_PERSISTED}"])
+    lines = [f"item {n} (product {pid}): {text}" for n, pid, text in rows]
+    return "\n".join([*lines, str(summary), f"note: {NOT_PERSISTED}"])
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the review by default, or ``--apply`` an updates file."""
+    parser = argparse.ArgumentParser(
+        description="Review junior/product_updater.py, or apply product updates with the "
+        "improved implementation."
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
+    parser.add_argument(
+        "--apply", type=Path, metavar="FILE", help="apply a JSON array of updates to the API"
+    )
+    parser.add_argument(
+        "--api-url", help="API base URL (env API_BASE_URL; default https://dummyjson.com)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        help=f"updates in flight at once, 1..{MAX_CONCURRENCY} "
+        f"(env CONCURRENCY; default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every update")
+    return parser
+
+
+def apply_updates(path: Path, args: argparse.Namespace) -> int:
+    """Apply an updates file; print per-item results and the summary; return the exit code."""
+    try:
+        settings = resolve_settings(args)
+        if not 1 <= settings.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(
+                f"--concurrency / CONCURRENCY: expected 1..{MAX_CONCURRENCY}, "
+                f"got {settings.concurrency}"
+            )
+        items = load_updates(path)
+    except (ConfigError, InvalidUpdateFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.verbose)
+    concurrency = settings.concurrency
+    log.info("applying %d updates to %s, %d at a time", len(items), settings.api_url, concurrency)
+    started = time.perf_counter()
+    # Not from_settings: its per-second pacing would stack on the updater's own RateLimiter.
+    client = DummyJsonClient(
+        settings.api_url,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_retries=settings.max_retries,
+        pool_size=concurrency,
+    )
+    with client:
+        results = ProductUpdater(client, concurrency=concurrency).update_many(items)
+    summary = UpdateSummary.of(results, time.perf_counter() - started)
+    print(render_results(results, summary, args.format))
+    return summary.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the review, or apply updates: 0 ok, 1 some updates failed, 2 bad usage or file."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    if args.apply is not None:
+        return apply_updates(args.apply, args)
+    print(render_review(args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
