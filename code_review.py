@@ -10,14 +10,16 @@ stable. This module holds three things:
 * rendering as text, Markdown (for a pull request) or JSON (for a tool), quoting the cited lines
   read from the junior file at run time, so a citation that drifts fails loudly;
 * the improved implementation: ``UpdateRequest`` (validated on construction), ``ProductUpdater``
-  (the shared ``DummyJsonClient``, a few worker threads, one ``RateLimiter`` that keeps within
-  DummyJSON's 100 requests per 10 s), ``UpdateResult`` per item and ``UpdateSummary``.
+  (a few worker threads on the pipeline's shared ``DummyJsonClient``, whose ``RequestPacer``
+  keeps every request within DummyJSON's 100 per 10 s), ``UpdateResult`` per item and
+  ``UpdateSummary``.
 
 Run::
 
     python code_review.py                       # the review (offline), as text
     python code_review.py --format markdown     # or json
-    python code_review.py --apply updates.json --api-url http://127.0.0.1:8000 [--concurrency 4]
+    python code_review.py --apply updates.json --api-url http://127.0.0.1:8000 \
+        [--concurrency 4] [--rate-limit 9]
 
 ``updates.json`` is a JSON array of ``{"id", "title", "price", "description"}`` objects. Exit
 codes: 0 every update succeeded (or the review was printed), 1 some updates failed, 2 bad usage
@@ -33,18 +35,17 @@ import logging
 import re
 import sys
 import textwrap
-import threading
 import time
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from data_pipeline import (
+    DEFAULT_RATE_LIMIT,
     ConfigError,
     DummyJsonClient,
     PipelineError,
@@ -215,9 +216,11 @@ FINDINGS: tuple[Finding, ...] = (
         why="DummyJSON answers 429 with Retry-After: 10 (100 requests per 10 s): three attempts "
         "2 s apart all land inside the blocked window, so the update is lost while the log "
         "says it was retried. No linter sees retry semantics.",
-        fix="Honour Retry-After (urllib3 Retry with respect_retry_after_header, as "
-        "DummyJsonClient does), and stay under the limit in the first place with a rate "
-        "limiter shared by all workers.",
+        fix="Honour Retry-After (urllib3 Retry with respect_retry_after_header inside "
+        "DummyJsonClient, whose PacedRetry turns the wait into a pause of the client's "
+        "RequestPacer, so every worker waits, not only the one told), and stay under the limit "
+        "in the first place: the pacer spaces the requests of all workers to "
+        f"{DEFAULT_RATE_LIMIT:g} a second by default (--rate-limit / RATE_LIMIT).",
         evidence=_test("test_junior_ignores_retry_after_while_improved_waits_as_the_server_asks"),
     ),
     Finding(
@@ -327,8 +330,10 @@ FINDINGS: tuple[Finding, ...] = (
         why="A batch takes n x (latency + 0.5 s): 1,000 updates spend over 8 minutes asleep. "
         "The sleep is no rate limit either: it caps the client at 20 requests per 10 s where "
         "DummyJSON allows 100, yet does nothing to space out retries.",
-        fix="A few worker threads (4 by default) sharing one RateLimiter of 100 requests per "
-        "10 s: as fast as the API allows and never faster.",
+        fix="A few worker threads (4 by default) sharing the client's RequestPacer, which spaces "
+        f"their requests to at most {DEFAULT_RATE_LIMIT:g} a second by default (--rate-limit / "
+        "RATE_LIMIT; DummyJSON allows 100 per 10 s) and pauses every worker when the server "
+        "sends Retry-After: as fast as the API allows and never faster.",
         evidence=_test(
             "test_junior_runs_serially_with_sleeps_while_improved_runs_concurrently_in_limit"
         ),
@@ -345,8 +350,8 @@ FINDINGS: tuple[Finding, ...] = (
         "without a server, the missing validation has no place to live, and a second endpoint "
         "would copy the loop.",
         fix="Layers: UpdateRequest (what a valid update is), DummyJsonClient (HTTP, timeouts, "
-        "retries), ProductUpdater (concurrency and per-item results), main() (files, output, "
-        "exit code).",
+        "retries, pacing), ProductUpdater (concurrency and per-item results), main() (files, "
+        "output, exit code).",
         evidence=JUDGEMENT,
     ),
     Finding(
@@ -360,7 +365,8 @@ FINDINGS: tuple[Finding, ...] = (
         why="Pointing the job at a staging API or tuning it for a slower one takes a code "
         "change; the only override is a constructor argument the script itself never passes.",
         fix="Settings resolved once from flag > environment > .env > default (resolve_settings): "
-        "--api-url / API_BASE_URL, HTTP_*_TIMEOUT, HTTP_MAX_RETRIES, --concurrency.",
+        "--api-url / API_BASE_URL, HTTP_*_TIMEOUT, HTTP_MAX_RETRIES, --concurrency, "
+        "--rate-limit.",
         evidence=JUDGEMENT,
     ),
     Finding(
@@ -467,7 +473,6 @@ def _improved_objects() -> list[Any]:
         _amount,
         UpdateResult,
         UpdateSummary,
-        RateLimiter,
         _echoed,
         ProductUpdater,
         _given_id,
@@ -497,8 +502,10 @@ def summary_lines(findings: Sequence[Finding]) -> list[str]:
         "ruff --select ALL rules accounted for: " + ", ".join(sorted(covered_rules(findings))),
         "Verdict: request changes. The batch can hang forever (COR-1), leaks a live token "
         "(SEC-1, SEC-2) and loses failed updates without a trace (COR-2, COR-4); the improved "
-        "implementation fixes every finding. Try it: python code_review.py --apply "
-        "updates.json --api-url URL.",
+        "implementation fixes every finding. It paces its workers with the pipeline's shared "
+        f"DummyJsonClient (RequestPacer: {DEFAULT_RATE_LIMIT:g} requests a second by default, "
+        "and a Retry-After pauses every worker) rather than with a rate limiter of its own. "
+        "Try it: python code_review.py --apply updates.json --api-url URL.",
         f"Note: {NOT_PERSISTED}",
     ]
 
@@ -622,8 +629,9 @@ MAX_DESCRIPTION_LENGTH = 2000
 MAX_PRICE = Decimal("9999999999.99")  # the catalog's money column is Numeric(12, 2)
 CENT = Decimal("0.01")
 DEFAULT_CONCURRENCY = 4
-MAX_CONCURRENCY = 10  # DummyJsonClient's connection pool size
-DUMMYJSON_RATE_LIMIT = (100, 10.0)  # (requests, seconds) allowed per client
+# Workers only overlap requests; the client's pacer sets the pace. Ten keep 9 requests a
+# second going even when each takes a second.
+MAX_CONCURRENCY = 10
 
 
 class InvalidUpdate(PipelineError):
@@ -748,55 +756,6 @@ class UpdateSummary:
         )
 
 
-class RateLimiter:
-    """At most ``limit`` requests in any ``period`` seconds, shared by every worker thread.
-
-    A request holds its turn while it runs, and the turn stays taken for ``period`` seconds
-    after its answer arrived. Counting from the answer rather than the departure is what makes
-    the bound hold at the server, which counted the request before answering it: however late a
-    thread is scheduled or a packet delivered, the next request on that turn reaches the server
-    at least a period after the one before.
-    """
-
-    def __init__(
-        self, limit: int = DUMMYJSON_RATE_LIMIT[0], period: float = DUMMYJSON_RATE_LIMIT[1]
-    ) -> None:
-        if limit < 1 or period <= 0:
-            raise ValueError(f"expected limit >= 1 and period > 0, got {limit} per {period} s")
-        self.limit = limit
-        self.period = period
-        self._in_flight = 0
-        self._finished: deque[float] = deque()  # when recent requests got their answer
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        """Wait for a turn and hold it while the request runs."""
-        self._acquire()
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._in_flight -= 1
-                self._finished.append(time.monotonic())
-                self._changed.notify_all()
-
-    def _acquire(self) -> None:
-        with self._changed:
-            while True:
-                now = time.monotonic()
-                while self._finished and now - self._finished[0] >= self.period:
-                    self._finished.popleft()
-                if self._in_flight + len(self._finished) < self.limit:
-                    self._in_flight += 1
-                    return
-                wait = self._finished[0] + self.period - now if self._finished else None
-                log.debug(
-                    "rate limit: %d requests in the last %g s; waiting", self.limit, self.period
-                )
-                self._changed.wait(wait)
-
-
 def _echoed(document: Any, product_id: int) -> dict[str, Any]:
     """The API's answer to a PUT, which must be the product with the id updated."""
     if not isinstance(document, dict) or document.get("id") != product_id:
@@ -807,40 +766,34 @@ def _echoed(document: Any, product_id: int) -> dict[str, Any]:
 
 
 class ProductUpdater:
-    """Apply product updates through a ``DummyJsonClient``: validated, concurrent, rate-limited.
+    """Apply product updates through a ``DummyJsonClient``: validated, concurrent, paced.
 
-    Invalid items fail before any request. Valid ones go out ``concurrency`` at a time, each
-    request first taking its turn from one ``RateLimiter`` shared by the workers; the client
-    brings the pooled session, the timeouts and the retries (429 and 5xx with ``Retry-After``,
-    never a 4xx). Each item gets an ``UpdateResult``. Only the pipeline's own errors become
-    failures, so a bug still raises. PUT is idempotent, so a batch can simply be run again.
+    Invalid items fail before any request. Valid ones go out ``concurrency`` at a time; the
+    client brings the pooled session, the timeouts, the retries (429 and 5xx with
+    ``Retry-After``, never a 4xx) and the pacing: every request, from any worker, waits its turn
+    from the client's one ``RequestPacer``, and a ``Retry-After`` pauses them all. Build the
+    client with ``DummyJsonClient.from_settings`` to pace at ``--rate-limit`` (9 a second by
+    default, within DummyJSON's 100 per 10 s). Each item gets an ``UpdateResult``. Only the
+    pipeline's own errors become failures, so a bug still raises. PUT is idempotent, so a batch
+    can simply be run again.
     """
 
-    def __init__(
-        self,
-        client: DummyJsonClient,
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        limiter: RateLimiter | None = None,
-    ) -> None:
+    def __init__(self, client: DummyJsonClient, *, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.client = client
         self.concurrency = concurrency
-        self.limiter = limiter if limiter is not None else RateLimiter()
 
     def update(self, request: UpdateRequest) -> UpdateResult:
         """Send one update; the API's refusal or silence is a failed result, a bug still raises."""
         try:
-            # One turn per update: the client's own retries are rare and already spaced out by
-            # backoff or Retry-After, so they run inside it rather than take turns of their own.
-            with self.limiter.turn():
-                self.client.request_json(
-                    "PUT",
-                    f"/products/{request.product_id}",
-                    payload=request.payload(),
-                    expect=lambda document: _echoed(document, request.product_id),
-                )
+            # request_json waits for the client's pacer before every attempt, retries included.
+            self.client.request_json(
+                "PUT",
+                f"/products/{request.product_id}",
+                payload=request.payload(),
+                expect=lambda document: _echoed(document, request.product_id),
+            )
         except PipelineError as exc:
             log.warning("product %d not updated: %s", request.product_id, exc)
             return UpdateResult(request.product_id, ok=False, reason=str(exc))
@@ -943,6 +896,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"updates in flight at once, 1..{MAX_CONCURRENCY} "
         f"(env CONCURRENCY; default {DEFAULT_CONCURRENCY})",
     )
+    parser.add_argument(
+        "--rate-limit",
+        help=f"requests per second at most, shared by the workers; 0 = unpaced (env RATE_LIMIT; "
+        f"default {DEFAULT_RATE_LIMIT:g}, within DummyJSON's 100 per 10 s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every update")
     return parser
 
@@ -961,19 +919,17 @@ def apply_updates(path: Path, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.verbose)
-    concurrency = settings.concurrency
-    log.info("applying %d updates to %s, %d at a time", len(items), settings.api_url, concurrency)
-    started = time.perf_counter()
-    # Not from_settings: its per-second pacing would stack on the updater's own RateLimiter.
-    client = DummyJsonClient(
+    pace = f"at most {settings.rate_limit:g} requests/s" if settings.rate_limit else "unpaced"
+    log.info(
+        "applying %d updates to %s, %d at a time, %s",
+        len(items),
         settings.api_url,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_retries=settings.max_retries,
-        pool_size=concurrency,
+        settings.concurrency,
+        pace,
     )
-    with client:
-        results = ProductUpdater(client, concurrency=concurrency).update_many(items)
+    started = time.perf_counter()
+    with DummyJsonClient.from_settings(settings) as client:
+        results = ProductUpdater(client, concurrency=settings.concurrency).update_many(items)
     summary = UpdateSummary.of(results, time.perf_counter() - started)
     print(render_results(results, summary, args.format))
     return summary.exit_code

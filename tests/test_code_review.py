@@ -3,7 +3,9 @@
 Each finding's test runs the junior code (``junior/product_updater.py``, untouched) and the
 improved implementation in the same scenario on a real local server, and asserts on what the
 server received and what each side returned or printed. The junior's hard-coded sleeps are
-recorded instead of slept, by replacing the ``time`` name in the junior module only.
+recorded instead of slept, by replacing the ``time`` name in the junior module only. The
+improved updater is paced, as in production, by its ``DummyJsonClient``'s ``RequestPacer``;
+tests that are not about pacing leave the client unpaced so they run fast.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +40,6 @@ from code_review import (
     SEVERITIES,
     InvalidUpdate,
     ProductUpdater,
-    RateLimiter,
     StaleFinding,
     UpdateRequest,
     UpdateResult,
@@ -50,7 +50,7 @@ from code_review import (
     redact,
     render_review,
 )
-from data_pipeline import DummyJsonClient
+from data_pipeline import DEFAULT_RATE_LIMIT, DummyJsonClient
 from tests.fake_api import FakeDummyJson, Fault, RequestRecord
 
 # Imported by name so mypy does not follow it: the junior code is deliberately untyped.
@@ -91,16 +91,13 @@ def junior_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def improved() -> Iterator[Callable[..., ProductUpdater]]:
-    """A factory of improved updaters on a real ``DummyJsonClient`` with test-sized timeouts."""
+    """A factory of improved updaters on a real ``DummyJsonClient`` with test-sized timeouts.
+
+    The client is unpaced unless the test passes ``rate_limit``.
+    """
     clients: list[DummyJsonClient] = []
 
-    def make(
-        api: FakeDummyJson,
-        *,
-        concurrency: int = 4,
-        limiter: RateLimiter | None = None,
-        **options: Any,
-    ) -> ProductUpdater:
+    def make(api: FakeDummyJson, *, concurrency: int = 4, **options: Any) -> ProductUpdater:
         settings = {
             "connect_timeout": 2.0,
             "read_timeout": 5.0,
@@ -110,7 +107,7 @@ def improved() -> Iterator[Callable[..., ProductUpdater]]:
         }
         client = DummyJsonClient(api.url, **settings)
         clients.append(client)
-        return ProductUpdater(client, concurrency=concurrency, limiter=limiter)
+        return ProductUpdater(client, concurrency=concurrency)
 
     yield make
     for client in clients:
@@ -257,13 +254,19 @@ def test_junior_ignores_retry_after_while_improved_waits_as_the_server_asks(
     assert junior_sleeps == [2, 2]
     assert [r.status for r in puts(api, 1)] == [429, 200, 429, 200]
 
+    # Four workers paced as in production; product 2 is told to come back in 1 s.
     api.add_fault(Fault("status", product_id=2, status=429, retry_after="1"))
-    started = time.monotonic()
-    result = improved(api).update(request(2))
-    waited = time.monotonic() - started
-    assert result.ok
+    batch = [item(n) for n in range(2, 10)]
+    results = improved(api, concurrency=4, rate_limit=DEFAULT_RATE_LIMIT).update_many(batch)
+    assert all(r.ok for r in results)
     assert [r.status for r in puts(api, 2)] == [429, 200]
-    assert waited >= 1.0  # the Retry-After, not the 0.05 s backoff
+    told, retried = (r.arrived for r in puts(api, 2))
+    assert retried - told >= 1.0  # the Retry-After, not the 0.05 s backoff
+    # And every worker waited with it: only the requests already given their turn (at most one
+    # per other worker, 1/9 s apart) went out meanwhile, then nothing until the second was up.
+    assert not [r for r in puts(api) if 0.6 < r.arrived - told < 1.0]
+    held_back = {r.path for r in puts(api) if r.arrived - told >= 1.0}
+    assert held_back > {"/products/2"}  # not only the retry: other products waited too
 
 
 def test_junior_sends_an_invalid_price_while_improved_rejects_it_before_sending(
@@ -391,9 +394,9 @@ def test_junior_runs_serially_with_sleeps_while_improved_runs_concurrently_in_li
     improved: Callable[..., ProductUpdater],
     junior_sleeps: list[float],
 ) -> None:
-    latency, count = 0.1, 12
+    latency, count = 0.02, 25
     batch = [item(n) for n in range(1, count + 1)]
-    api = fake_api(products=20, latency=latency)
+    api = fake_api(products=30, latency=latency)
     started = time.monotonic()
     junior.ProductUpdater(base_url=api.url).update_products(copy.deepcopy(batch), [])
     # What the run really takes: the requests one after another, plus the sleeps recorded.
@@ -401,34 +404,17 @@ def test_junior_runs_serially_with_sleeps_while_improved_runs_concurrently_in_li
     assert junior_sleeps == [0.5] * count
     assert junior_seconds >= count * (latency + 0.5)
 
-    # A server that enforces 5 requests per 0.5 s (DummyJSON's 100 per 10 s, scaled down).
-    api = fake_api(products=20, latency=latency, rate_limit=(5, 0.5))
-    updater = improved(api, concurrency=4, limiter=RateLimiter(5, 0.5))
+    # A server that enforces 10 requests per second (DummyJSON's 100 per 10 s, scaled down),
+    # and four workers sharing the client's pacer at its default 9 a second.
+    api = fake_api(products=30, latency=latency, rate_limit=(10, 1.0))
+    updater = improved(api, concurrency=4, rate_limit=DEFAULT_RATE_LIMIT)
     started = time.monotonic()
     results = updater.update_many(batch)
     improved_seconds = time.monotonic() - started
     assert all(r.ok for r in results)
     assert [r.status for r in puts(api)] == [200] * count  # never a 429
-    assert improved_seconds >= 2 * 0.5  # 12 requests need three periods: the limiter held back
+    assert improved_seconds >= (count - 1) / DEFAULT_RATE_LIMIT  # the pacer held the workers back
     assert improved_seconds < junior_seconds / 2
-
-
-def test_rate_limiter_never_starts_more_than_limit_requests_in_any_period() -> None:
-    limiter = RateLimiter(5, 0.2)
-    starts: list[float] = []
-    lock = threading.Lock()
-
-    def send(_: int) -> None:
-        with limiter.turn():
-            with lock:
-                starts.append(time.monotonic())
-            time.sleep(0.01)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(send, range(12)))
-    starts.sort()
-    assert all(later - earlier >= 0.2 for earlier, later in zip(starts, starts[5:], strict=False))
-    assert starts[-1] - starts[0] >= 2 * 0.2  # 12 requests needed three periods
 
 
 # --- the improved request type ----------------------------------------------------------------
@@ -554,7 +540,7 @@ def test_the_review_in_every_format_has_every_finding_and_quotes_its_lines(fmt: 
             assert shown["kind"] == ("fact" if finding.is_fact else "judgement")
         assert document["note"] == NOT_PERSISTED
         shown_names = {piece["name"] for piece in document["improved"]}
-        assert {"UpdateRequest", "UpdateResult", "RateLimiter", "ProductUpdater"} <= shown_names
+        assert {"UpdateRequest", "UpdateResult", "ProductUpdater"} <= shown_names
         return
     flat = " ".join(output.split())
     for finding in FINDINGS:
@@ -646,6 +632,27 @@ def test_apply_as_json_gives_one_result_per_item_and_the_summary(
 
 
 @pytest.mark.parametrize(
+    ("flags", "rate"), [([], DEFAULT_RATE_LIMIT), (["--rate-limit", "4"], 4.0)]
+)
+def test_apply_paces_requests_from_every_worker_at_the_rate_limit(
+    api: FakeDummyJson,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    rate: float,
+) -> None:
+    monkeypatch.delenv("RATE_LIMIT", raising=False)
+    monkeypatch.chdir(tmp_path)  # no developer's .env either: the default applies
+    path = write_updates(tmp_path, [item(n) for n in range(1, 4)])
+    started = time.monotonic()
+    assert code_review.main(["--apply", str(path), "--api-url", api.url, *flags]) == 0
+    arrived = sorted(r.arrived for r in puts(api))
+    assert len(arrived) == 3
+    # Several workers, yet the last request waited two turns of 1/rate s: the client's pacer.
+    assert arrived[-1] - started >= 2 / rate
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         ("[{", "not valid JSON"),
@@ -666,7 +673,14 @@ def test_apply_an_unusable_file_returns_2_with_one_line_naming_it(
 
 
 @pytest.mark.parametrize(
-    "argv", [["--concurrency", "0"], ["--concurrency", "11"], ["--format", "xml"]]
+    "argv",
+    [
+        ["--concurrency", "0"],
+        ["--concurrency", "11"],
+        ["--rate-limit", "-1"],
+        ["--rate-limit", "fast"],
+        ["--format", "xml"],
+    ],
 )
 def test_bad_usage_returns_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
