@@ -255,22 +255,24 @@ class RequestPacer:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.max_pause = max_pause
         self._lock = threading.Lock()
-        self._next_start = 0.0  # time.monotonic() before which no request may start
+        self._next_start = 0.0  # time.monotonic() before which no further request may start
+        self._paused_until = 0.0  # the server's last "wait", also for turns already booked
 
     def wait_turn(self) -> None:
         """Block until this thread may send its next request."""
         with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
+            start = max(time.monotonic(), self._next_start)
             self._next_start = start + self.interval
-        if start > now:
-            time.sleep(start - now)
+        while (delay := max(start, self._paused_until) - time.monotonic()) > 0:
+            # A pause the server asked for while this thread slept holds it back too.
+            time.sleep(delay)
 
     def pause(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` (capped at ``max_pause``) from now."""
-        seconds = min(max(seconds, 0.0), self.max_pause)
+        until = time.monotonic() + min(max(seconds, 0.0), self.max_pause)
         with self._lock:
-            self._next_start = max(self._next_start, time.monotonic() + seconds)
+            self._paused_until = max(self._paused_until, until)
+            self._next_start = max(self._next_start, until)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Pause until the window resets when the server says no request is left in it."""
