@@ -42,6 +42,7 @@ import os
 import platform
 import pstats
 import shlex
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -329,11 +330,15 @@ class DatabaseTarget:
         """One line about the server, for the header."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Drop what the benchmark created."""
+    def dispose_engine(self) -> None:
+        """Close the current schema's connections."""
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None
+
+    def close(self) -> None:
+        """Drop what the benchmark created."""
+        self.dispose_engine()
 
 
 class PostgresTarget(DatabaseTarget):
@@ -352,7 +357,7 @@ class PostgresTarget(DatabaseTarget):
         self.can_checkpoint = True
 
     def fresh(self) -> Engine:
-        self.close_engine()
+        self.dispose_engine()
         with self.admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
             conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
@@ -360,11 +365,6 @@ class PostgresTarget(DatabaseTarget):
         self.engine = make_engine(self.server_url.set(query=query).render_as_string(False))
         create_schema(self.engine)
         return self.engine
-
-    def close_engine(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
-            self.engine = None
 
     def settle(self, engine: Engine) -> None:
         with engine.connect() as plain:
@@ -441,7 +441,7 @@ class PostgresTarget(DatabaseTarget):
         )
 
     def close(self) -> None:
-        self.close_engine()
+        self.dispose_engine()
         with self.admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
         self.admin.dispose()
@@ -457,7 +457,7 @@ class SqliteTarget(DatabaseTarget):
         self.files = 0
 
     def fresh(self) -> Engine:
-        self.close()
+        self.dispose_engine()
         for stale in Path(self.directory.name).iterdir():
             stale.unlink()
         self.files += 1
@@ -499,16 +499,10 @@ class SqliteTarget(DatabaseTarget):
         return changes, f"sqlite3 total_changes {changes} (staging tables included)"
 
     def describe(self) -> str:
-        import sqlite3  # noqa: PLC0415
-
         return f"SQLite {sqlite3.sqlite_version} (a file in a temporary directory, WAL)"
 
     def close(self) -> None:
-        super().close()
-
-    def remove(self) -> None:
-        """Delete the temporary directory."""
-        self.close()
+        self.dispose_engine()
         self.directory.cleanup()
 
 
@@ -1072,9 +1066,11 @@ def summarize(plan: Plan, results: Results, titles: dict[str, str], out: Output)
                     )
             out()
             out(
-                "rows written: PostgreSQL, catalog rows inserted + updated + deleted by the "
-                "transaction (pg_stat_xact_user_tables, cross-checked against xmin); SQLite, "
-                "sqlite3 total_changes (staging tables included); COPY limit, rows copied."
+                "products/s and rows/s: the scenario's source (the catalog after the run) per "
+                "wall-clock second. rows written: PostgreSQL, catalog rows inserted + updated + "
+                "deleted by the transaction (pg_stat_xact_user_tables, cross-checked against "
+                "xmin); SQLite, sqlite3 total_changes (staging tables included); COPY limit, "
+                "rows copied."
             )
             all_passed &= _check_targets(plan, results, database, n, out)
         _memory_table(plan, results, database, out)
@@ -1302,7 +1298,7 @@ def open_targets(plan: Plan, stack: ExitStack) -> dict[str, DatabaseTarget]:
         targets["postgresql"] = postgres
     if "sqlite" in plan.databases:
         sqlite = SqliteTarget()
-        stack.callback(sqlite.remove)
+        stack.callback(sqlite.close)
         targets["sqlite"] = sqlite
     return targets
 
