@@ -440,6 +440,12 @@ class DummyJsonClient:
             )
         try:
             return _parse_json(body)
+        except RecursionError:
+            raise UnexpectedPayload(
+                "expected a JSON document, got one nested too deeply to decode",
+                url=url,
+                status=response.status_code,
+            ) from None
         except ValueError as exc:
             raise UnexpectedPayload(
                 f"expected a JSON document, got {excerpt(body)!r} ({exc})",
@@ -698,16 +704,26 @@ def _text(
             raise InvalidProduct(f"{name}: required, but it is missing")
         return None
     if not isinstance(value, str):
-        raise InvalidProduct(
-            f"{name}: expected text, got {type(value).__name__} {excerpt(repr(value), 60)}"
-        )
+        # The value is not quoted: reasons are logged, and a field may hold personal data.
+        raise InvalidProduct(f"{name}: expected text, got {type(value).__name__}")
     if required and not value.strip():
         raise InvalidProduct(f"{name}: required, but it is empty")
     if "\x00" in value:
         raise InvalidProduct(f"{name}: contains a NUL character, which a database text cannot hold")
+    if not value.isascii() and not _is_utf8(value):
+        raise InvalidProduct(f"{name}: contains a lone surrogate, which UTF-8 text cannot hold")
     if max_length is not None and len(value) > max_length:
         raise InvalidProduct(f"{name}: longer than {max_length} characters ({len(value)})")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text with a lone surrogate (JSON allows "\\ud83d"; no database stores it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @functools.cache
@@ -779,7 +795,12 @@ def _timestamp(value: Any, name: str) -> dt.datetime | None:
         ) from None
     if parsed.tzinfo is None:
         raise InvalidProduct(f"{name}: timestamp {value!r} has no timezone")
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidProduct(
+            f"{name}: timestamp {value!r} is outside years 1..9999 in UTC"
+        ) from None
 
 
 def _object(value: Any, name: str) -> Mapping[str, Any]:
@@ -929,18 +950,22 @@ def finish_run(
         )
 
 
-def reject(conn: Connection, run_id: int, raw: Any, reason: str, source_id: Any = None) -> None:
-    """Set a bad product aside in ``rejected_records`` with its reason and raw payload."""
-    log.warning("rejected product %s: %s", source_id, reason)
+def rejection_row(run_id: int, raw: Any, exc: InvalidProduct) -> dict[str, Any]:
+    """A ``rejected_records`` row for a bad product; the reason is logged, the payload is not.
+
+    The payload is the product as it arrived, as JSON. Text that UTF-8 cannot hold (a lone
+    surrogate) is kept as a JSON escape, so the record can always be stored.
+    """
+    log.warning("rejected product %s: %s", exc.source_id, exc.reason)
     payload = json.dumps(raw, ensure_ascii=False, default=str)
-    conn.execute(
-        insert(RejectedRecord).values(
-            run_id=run_id,
-            source_id=None if source_id is None else str(source_id)[:100],
-            reason=reason,
-            payload=payload,
-        )
-    )
+    if not _is_utf8(payload):
+        payload = json.dumps(raw, default=str)
+    return {
+        "run_id": run_id,
+        "source_id": None if exc.source_id is None else str(exc.source_id)[:100],
+        "reason": exc.reason,
+        "payload": payload,
+    }
 
 
 # --- the basic load: a full refresh -----------------------------------------------------------
@@ -966,7 +991,7 @@ def load_products(
             _claim_sku(skus, rows)
         except InvalidProduct as exc:
             stats.rejected += 1
-            reject(conn, run_id, raw, exc.reason, exc.source_id)
+            conn.execute(insert(RejectedRecord), [rejection_row(run_id, raw, exc)])
             continue
         batch.append(rows)
         if len(batch) >= batch_size:
@@ -1023,7 +1048,7 @@ def open_database(settings: Settings) -> Engine:
     """An engine with the schema in place; a bad URL raises ``ConfigError``."""
     try:
         engine = make_engine(settings.database_url)
-    except (ArgumentError, ImportError) as exc:
+    except (ArgumentError, ImportError, ValueError) as exc:
         raise ConfigError(f"--database-url / DATABASE_URL is not a usable URL: {exc}") from exc
     create_schema(engine)
     return engine

@@ -43,6 +43,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///products.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK_KEY = 7_301_2024  # advisory lock taken while creating the schema
 
 # Exact decimals sized for what DummyJSON serves; the transform rejects values that would not fit
 # instead of letting the database round them.
@@ -261,7 +263,7 @@ def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, safe to print or log."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
 
 
@@ -320,9 +322,16 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def create_schema(engine: Engine) -> list[str]:
-    """Create the tables and indexes that are missing; return the names of the tables created."""
-    existing = set(inspect(engine).get_table_names())
-    Base.metadata.create_all(engine)
+    """Create the tables and indexes that are missing; return the names of the tables created.
+
+    On PostgreSQL this holds an advisory lock, so two first runs at once do not both try to
+    create the same tables: the second waits, then finds them.
+    """
+    with write_transaction(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        existing = set(inspect(conn).get_table_names())
+        Base.metadata.create_all(conn)
     return [name for name in Base.metadata.tables if name not in existing]
 
 
@@ -350,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = resolve_database_url(args.database_url)
     try:
         engine = make_engine(url, echo=args.verbose)
-    except (ArgumentError, ImportError) as exc:
+    except (ArgumentError, ImportError, ValueError) as exc:
         print(f"error: --database-url / DATABASE_URL is not a usable URL: {exc}", file=sys.stderr)
         return 2
     try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import logging
 import queue
 import sys
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, MetaData, Table, delete, insert, select, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
@@ -60,6 +59,7 @@ from data_pipeline import (
     one_line,
     open_database,
     parse_args,
+    rejection_row,
     resolve_settings,
     start_run,
     transform_product,
@@ -271,6 +271,10 @@ class RowWriter:
             # One read of the whole body: psycopg2 holds the GIL for each read (8 KiB by
             # default), and every re-acquisition can wait on the transforming thread.
             cursor.copy_expert(statement, io.StringIO(body), size=len(body) + 1)
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            # The raw cursor bypasses SQLAlchemy, so translate here as SQLAlchemy would.
+            dbapi_error = self.conn.dialect.loaded_dbapi.Error
+            raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
         finally:
             cursor.close()
 
@@ -348,17 +352,6 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
 
         writer.submit(record_rejections)
     batch.new, batch.changed, batch.rejected = [], [], []
-
-
-def _rejection(run_id: int, raw: Any, exc: InvalidProduct) -> dict[str, Any]:
-    """A ``rejected_records`` row; the reason is logged, the payload (reviewer data) is not."""
-    log.warning("rejected product %s: %s", exc.source_id, exc.reason)
-    return {
-        "run_id": run_id,
-        "source_id": None if exc.source_id is None else str(exc.source_id)[:100],
-        "reason": exc.reason,
-        "payload": json.dumps(raw, ensure_ascii=False, default=str),
-    }
 
 
 class SkuRegistry:
@@ -463,7 +456,7 @@ def _stream(
             skus.claim(rows)
         except InvalidProduct as exc:
             stats.rejected += 1
-            batch.rejected.append(_rejection(run_id, raw, exc))
+            batch.rejected.append(rejection_row(run_id, raw, exc))
             continue
         if state == "new":
             stats.inserted += 1

@@ -317,11 +317,6 @@ def test_the_transform_raises_nothing_but_invalid_product_whatever_arrives(raw: 
         assert exc.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data_pipeline._text accepts a lone surrogate ('\\ud83d' is valid JSON) that no "
-    "database can store as UTF-8 text; it should reject it as InvalidProduct",
-)
 def test_a_lone_surrogate_is_rejected_as_invalid_not_raised() -> None:
     raw = {**make_product(1), "title": "half an emoji \ud83d"}
 
@@ -331,12 +326,6 @@ def test_a_lone_surrogate_is_rejected_as_invalid_not_raised() -> None:
     assert rejected.value.reason.startswith("title")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="data_pipeline._timestamp calls astimezone(UTC) unguarded: a timestamp whose UTC "
-    "value falls outside years 1..9999 raises OverflowError instead of InvalidProduct",
-)
 @pytest.mark.parametrize("value", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_a_timestamp_out_of_range_in_utc_is_rejected_as_invalid(value: str) -> None:
     raw = make_product(1)
@@ -561,22 +550,11 @@ def test_a_total_that_counts_the_repeats_refuses_the_run_and_keeps_the_catalog(
         pytest.param(
             "title",
             "half \ud83d",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a lone surrogate ('\\ud83d', valid JSON) passes validation and reaches "
-                "the driver: SQLite raises UnicodeEncodeError, PostgreSQL's COPY a raw psycopg2 "
-                "QueryCanceled; both escape main() as a traceback, the run left 'running'",
-            ),
             id="lone surrogate",
         ),
         pytest.param(
             "meta",
             {"createdAt": "0001-01-01T00:30:00+01:00"},
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=OverflowError,
-                reason="data_pipeline._timestamp: OverflowError escapes main() as a traceback",
-            ),
             id="year 0 in UTC",
         ),
         pytest.param("description", "nul \x00 byte", id="NUL byte"),
@@ -594,13 +572,6 @@ def test_a_product_the_database_cannot_hold_is_rejected_and_the_others_load(
     assert rejections(engine)["2"].startswith(field)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="DummyJsonClient._request_once catches ValueError only: json.loads raises "
-    "RecursionError on deeply nested JSON, which escapes main() as a traceback and leaves the "
-    "run recorded as 'running'",
-)
 def test_nesting_deeper_than_the_recursion_limit_fails_the_run_cleanly(
     raw_server: Callable[..., RawServer], database_url: str, engine: Engine
 ) -> None:

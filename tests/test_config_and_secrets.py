@@ -190,12 +190,6 @@ def test_a_bad_database_url_fails_in_one_line_naming_it(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a non-numeric port makes SQLAlchemy's make_url raise ValueError, which "
-    "models.make_engine / mask_url / open_database do not translate (they catch ArgumentError "
-    "and ImportError only): the CLIs crash with a traceback instead of exit 2",
-)
 @pytest.mark.parametrize("script", CLIS)
 def test_a_non_numeric_port_is_bad_configuration(script: str, tmp_path: Path) -> None:
     url = f"postgresql://etl:{quote(PASSWORD, safe='')}@localhost:fivefour/products"
@@ -359,12 +353,6 @@ def test_a_verbose_run_logs_no_reviewer_email_and_no_sql(
         assert sql not in run.everything
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rejection's reason quotes the bad value (data_pipeline._text: 'expected text, got "
-    "list [...]'), and production_pipeline/_rejection and data_pipeline.reject log that reason: "
-    "a reviewerEmail of the wrong type ends up in the log",
-)
 @pytest.mark.parametrize("script", PIPELINES)
 def test_a_reviewer_email_of_the_wrong_type_is_not_logged(script: str, tmp_path: Path) -> None:
     review = {"rating": 4, "reviewerName": "Bo", "reviewerEmail": ["bo@private.example"]}

@@ -219,12 +219,6 @@ def test_after_the_failure_the_next_run_completes_the_sync(
     assert [run.status for run in runs(engine)] == ["succeeded", "failed", "succeeded"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="production_pipeline.RowWriter._copy runs COPY on the raw psycopg2 cursor: a refused "
-    "row raises psycopg2.Error, not SQLAlchemyError, so run_sync does not record the failure and "
-    "main() ends in a traceback with the run left 'running'",
-)
 def test_a_row_the_database_refuses_during_copy_fails_the_run_cleanly(
     api: FakeDummyJson, postgres_url: str
 ) -> None:
@@ -290,13 +284,6 @@ def _waiting_backends(admin: Engine, application_name: str) -> int:
         return int(conn.execute(query, {"app": application_name}).scalar_one())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.create_schema races on a new PostgreSQL database: two first syncs both see no "
-    "tables, both CREATE TABLE, and the loser fails with 'duplicate key value violates unique "
-    "constraint pg_type_typname_nsp_index' instead of waiting; it should create the schema "
-    "under the sync's advisory lock",
-)
 def test_two_first_syncs_at_once_on_an_empty_postgresql_schema_both_succeed(
     api: FakeDummyJson, postgres_url: str
 ) -> None:
