@@ -270,9 +270,10 @@ def mask_url(url: str) -> str:
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Enforce foreign keys (SQLite ignores them otherwise), use WAL, wait for the write lock."""
     cursor = dbapi_connection.cursor()
+    # The busy timeout first: switching a new file to WAL needs the lock too, and must wait.
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
