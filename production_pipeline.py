@@ -82,6 +82,9 @@ log = logging.getLogger(__name__)
 PIPELINE = "production_pipeline"
 ADVISORY_LOCK_KEY = 7_301_2025  # any constant shared by every sync of this catalog
 SAMPLE_IDS = 5
+# Read big results in chunks (a server-side cursor on PostgreSQL): a million rows never sit in
+# memory at once.
+STREAMED = {"stream_results": True, "yield_per": 10_000}
 
 
 class SyncAborted(PipelineError):
@@ -142,8 +145,8 @@ class CatalogIndex:
     def load(cls, conn: Connection) -> CatalogIndex:
         """Read every product's id and hash, in id order."""
         ids, hashes = array("q"), array("q")
-        rows = conn.execute(select(Product.id, Product.content_hash).order_by(Product.id))
-        for product_id, digest in rows:
+        query = select(Product.id, Product.content_hash).order_by(Product.id)
+        for product_id, digest in conn.execute(query, execution_options=STREAMED):
             ids.append(product_id)
             hashes.append(digest)
         return cls(ids, hashes)
@@ -357,30 +360,43 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
 class SkuRegistry:
     """Which product holds each sku, so a second product with the same sku is set aside.
 
-    Keys are 64-bit digests of the sku, which keeps a million skus at a few tens of MB.
+    The catalog's skus are kept as 64-bit digests in two arrays sorted by digest (16 bytes a
+    product); only the skus this run writes go into a dict.
     """
 
     def __init__(self, conn: Connection) -> None:
-        self.owners: dict[int, int] = {}
-        for product_id, sku in conn.execute(select(Product.id, Product.sku)):
-            if sku is not None:
-                self.owners[_sku_key(sku)] = product_id
+        digests, owners = array("q"), array("q")
+        query = select(Product.id, Product.sku).where(Product.sku.is_not(None))
+        for product_id, sku in conn.execute(query, execution_options=STREAMED):
+            if sku is not None:  # excluded by the query; the check is for the type checker
+                digests.append(_sku_key(sku))
+                owners.append(product_id)
+        order = sorted(range(len(digests)), key=digests.__getitem__)
+        self.digests = array("q", [digests[i] for i in order])
+        self.owners = array("q", [owners[i] for i in order])
+        self.claimed: dict[int, int] = {}
 
     def claim(self, rows: ProductRows) -> None:
         """Record the product's sku, or raise ``InvalidProduct`` if another product has it."""
         sku = rows.product["sku"]
         if sku is None:
             return
-        owner = self.owners.setdefault(_sku_key(sku), rows.id)
-        if owner != rows.id:
-            raise InvalidProduct(
-                f"sku: {sku!r} is already used by product {owner}", source_id=rows.id
-            )
+        key = _sku_key(sku)
+        owner = self.claimed.get(key)
+        if owner is None:
+            position = bisect_left(self.digests, key)
+            if position < len(self.digests) and self.digests[position] == key:
+                owner = self.owners[position]
+        if owner is None or owner == rows.id:
+            self.claimed[key] = rows.id
+            return
+        raise InvalidProduct(f"sku: {sku!r} is already used by product {owner}", source_id=rows.id)
 
 
 def _sku_key(sku: str) -> int:
-    """A 64-bit digest of a sku: a fixed-size key whatever the sku's length."""
-    return int.from_bytes(hashlib.blake2b(sku.encode(), digest_size=8).digest(), "big")
+    """A signed 64-bit digest of a sku: a fixed-size key whatever the sku's length."""
+    digest = hashlib.blake2b(sku.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def sync_products(
