@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select, text
 from models import Product, ProductImage, ProductTag, Review
 
 # Product column -> how to read it from a served product.
-_SCALARS: dict[str, tuple[str, ...]] = {
+SCALARS: dict[str, tuple[str, ...]] = {
     "title": ("title",),
     "description": ("description",),
     "category": ("category",),
@@ -44,7 +44,7 @@ _SCALARS: dict[str, tuple[str, ...]] = {
     "qr_code": ("meta", "qrCode"),
     "thumbnail": ("thumbnail",),
 }
-_TIMESTAMPS = {"created_at", "updated_at"}
+TIMESTAMPS = {"created_at", "updated_at"}
 
 
 def _dig(product: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -79,9 +79,9 @@ def served_catalog(api_url: str, exclude: set[int] | None = None) -> dict[int, d
         if exclude and product.get("id") in exclude:
             continue
         row: dict[str, Any] = {}
-        for column, path in _SCALARS.items():
+        for column, path in SCALARS.items():
             value = _dig(product, path)
-            row[column] = _timestamp(value) if column in _TIMESTAMPS else _normal(value)
+            row[column] = _timestamp(value) if column in TIMESTAMPS else _normal(value)
         row["tags"] = list(product.get("tags") or [])
         row["images"] = list(product.get("images") or [])
         row["reviews"] = [
@@ -103,7 +103,7 @@ def database_catalog(engine: Engine) -> dict[int, dict[str, Any]]:
     catalog: dict[int, dict[str, Any]] = {}
     with engine.connect() as conn:
         for product in conn.execute(select(Product.__table__)).mappings():
-            row = {column: _normal(product[column]) for column in _SCALARS}
+            row = {column: _normal(product[column]) for column in SCALARS}
             row.update(tags=[], images=[], reviews=[])
             catalog[product["id"]] = row
         tags = select(ProductTag.product_id, ProductTag.tag).order_by(

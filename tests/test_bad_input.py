@@ -36,6 +36,7 @@ from models import (
     RejectedRecord,
     Review,
 )
+from tests import catalog_state
 from tests.catalog_state import database_catalog, served_catalog
 from tests.fake_api import Catalog, FakeDummyJson, make_product
 
@@ -243,28 +244,11 @@ def _timestamp(value: str | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromisoformat(value).astimezone(dt.UTC)
 
 
+# The scalar columns compared verbatim (timestamps are compared as instants elsewhere).
 SCALARS = {
-    "title": ("title",),
-    "description": ("description",),
-    "category": ("category",),
-    "price": ("price",),
-    "discount_percentage": ("discountPercentage",),
-    "rating": ("rating",),
-    "stock": ("stock",),
-    "brand": ("brand",),
-    "sku": ("sku",),
-    "weight": ("weight",),
-    "width": ("dimensions", "width"),
-    "height": ("dimensions", "height"),
-    "depth": ("dimensions", "depth"),
-    "warranty_information": ("warrantyInformation",),
-    "shipping_information": ("shippingInformation",),
-    "availability_status": ("availabilityStatus",),
-    "return_policy": ("returnPolicy",),
-    "minimum_order_quantity": ("minimumOrderQuantity",),
-    "barcode": ("meta", "barcode"),
-    "qr_code": ("meta", "qrCode"),
-    "thumbnail": ("thumbnail",),
+    column: path
+    for column, path in catalog_state.SCALARS.items()
+    if column not in catalog_state.TIMESTAMPS
 }
 
 
