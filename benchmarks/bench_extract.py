@@ -28,7 +28,6 @@ import gc
 import inspect
 import json
 import logging
-import multiprocessing
 import statistics
 import sys
 import time
@@ -48,6 +47,7 @@ from benchmarks.bench_sync import (
     machine_lines,
     median_range,
     results_path,
+    run_in_child,
     verdict,
     vm_kib,
 )
@@ -169,17 +169,7 @@ def _extract_child(url: str, page_size: int, concurrency: int, pipe: Pipe) -> No
 
 def measure_memory(url: str, page_size: int, concurrency: int) -> dict[str, Any]:
     """Run one extraction in a spawned child and return its peak RSS (``VmHWM``)."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_extract_child, args=(url, page_size, concurrency, sender))
-    process.start()
-    sender.close()
-    try:
-        result: dict[str, Any] = receiver.recv()
-    except EOFError:
-        result = {"error": f"the child process died (exit code {process.exitcode})"}
-    process.join()
-    return result
+    return run_in_child(_extract_child, url, page_size, concurrency)
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -732,9 +732,14 @@ def measure_memory(url: str, n: int, scenario: str) -> dict[str, Any]:
     ``VmHWM`` rather than ``ru_maxrss``: Linux carries ``ru_maxrss`` across fork and exec, so a
     child of this large parent would report the parent's peak.
     """
+    return run_in_child(_memory_child, url, n, scenario)
+
+
+def run_in_child(target: Callable[..., None], *args: Any) -> dict[str, Any]:
+    """Run ``target(*args, pipe)`` in a spawned process and return the dict it sends back."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_memory_child, args=(url, n, scenario, sender))
+    process = context.Process(target=target, args=(*args, sender))
     process.start()
     sender.close()
     try:

@@ -44,7 +44,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from data_pipeline import DummyJsonClient, iter_products, resolve_settings
 from models import PipelineRun, create_schema, make_engine
 from tests.catalog_state import database_catalog, served_catalog
 from tests.fake_api import Catalog, FakeDummyJson, Fault
-from tests.pg import throwaway_postgres
+from tests.pg import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -829,17 +829,6 @@ def format_table(tally: Tally, seed: int, products: int) -> str:
     lines.append("verdict: " + ("all zero" if tally.clean else "FAILED"))
     lines.extend(f"  {problem}" for problem in tally.problems[:20])
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """``TEST_DATABASE_URL`` when set, else a throwaway server for the campaign's duration."""
-    configured = os.environ.get("TEST_DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    with throwaway_postgres() as url:
-        yield url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ never see each other's tables and a shared server is never wiped.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,17 +18,13 @@ from sqlalchemy.engine import make_url
 
 from models import create_schema, make_engine
 from tests.fake_api import FakeDummyJson
-from tests.pg import throwaway_postgres
+from tests.pg import postgres_server
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """The URL of the PostgreSQL server the tests use (never skipped)."""
-    configured = os.environ.get("TEST_DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    with throwaway_postgres() as url:
+    with postgres_server() as url:
         yield url
 
 

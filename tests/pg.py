@@ -7,6 +7,7 @@ socket only, and is stopped and deleted when the context exits.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -27,3 +28,14 @@ def throwaway_postgres() -> Iterator[str]:
             yield str(server.get_uri()).replace("postgresql://", "postgresql+psycopg2://", 1)
         finally:
             server.cleanup()
+
+
+@contextmanager
+def postgres_server(variable: str = "TEST_DATABASE_URL") -> Iterator[str]:
+    """The server named by the environment ``variable`` when set, else a throwaway one."""
+    configured = os.environ.get(variable)
+    if configured:
+        yield configured
+        return
+    with throwaway_postgres() as url:
+        yield url
