@@ -23,7 +23,6 @@ Run ``python production_pipeline.py --help``. The offline demo serves a local ca
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import logging
 import queue
@@ -34,6 +33,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, MetaData, Table, delete, insert, select, text
@@ -53,6 +53,7 @@ from data_pipeline import (
     add_settings_arguments,
     configure_logging,
     content_hash,
+    digest_bytes,
     finish_run,
     is_int,
     iter_products,
@@ -73,6 +74,7 @@ from models import (
     ProductTag,
     RejectedRecord,
     Review,
+    UtcDateTime,
     mask_url,
     write_transaction,
 )
@@ -203,22 +205,36 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def copy_text(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, bool]]) -> str:
+def copy_text(rows: Sequence[dict[str, Any]], columns: Sequence[Column[Any]]) -> str:
     r"""Rows in PostgreSQL's COPY text format: tab-separated, ``\N`` for NULL, text escaped.
 
-    ``columns`` pairs each column name with whether it holds text (only text needs escaping).
-    This runs once per value of every row written, so it is one flat comprehension.
+    This runs for every value written, so it works a column at a time, which in CPython costs
+    half of a value-at-a-time loop: a text column is escaped value by value only when one of
+    its values holds a character COPY treats specially, and each distinct timestamp (a
+    catalog's products share a few) is formatted once.
     """
-    return "".join(
-        "\t".join(
-            [
-                "\\N" if (value := row[name]) is None else _escape(value) if is_text else str(value)
-                for name, is_text in columns
-            ]
-        )
-        + "\n"
-        for row in rows
-    )
+    if not rows:
+        return ""
+    # One pass over the rows (each dict read once, while it is in the CPU's cache), then columns.
+    names = [column.name for column in columns]
+    tuples = map(itemgetter(*names), rows) if len(names) > 1 else ((row[names[0]],) for row in rows)
+    by_column = zip(columns, zip(*tuples, strict=True), strict=True)
+    formatted = [_copy_column(values, column) for column, values in by_column]
+    return "\n".join(map("\t".join, zip(*formatted, strict=True))) + "\n"
+
+
+def _copy_column(values: Sequence[Any], column: Column[Any]) -> list[str]:
+    """One column's values as COPY text."""
+    if column.type.python_type is str:
+        present = "".join([value for value in values if value is not None])
+        if "\\" in present or "\t" in present or "\n" in present or "\r" in present:
+            return ["\\N" if value is None else _escape(value) for value in values]
+        return ["\\N" if value is None else value for value in values]
+    if isinstance(column.type, UtcDateTime):
+        texts = {value: str(value) for value in set(values)}
+        texts[None] = "\\N"
+        return [texts[value] for value in values]
+    return ["\\N" if value is None else str(value) for value in values]
 
 
 class RowWriter:
@@ -253,8 +269,8 @@ class RowWriter:
         if not self.postgres:
             self.conn.execute(insert(table), list(rows))
             return
-        columns = [(c.name, _is_text(c)) for c in table.columns if c.name != "loaded_at"]
-        statement = f"COPY {table.name} ({', '.join(name for name, _ in columns)}) FROM STDIN"
+        columns = [column for column in table.columns if column.name != "loaded_at"]
+        statement = f"COPY {table.name} ({', '.join(c.name for c in columns)}) FROM STDIN"
         body = copy_text(rows, columns)
         self.submit(lambda: self._copy(statement, body))
 
@@ -302,11 +318,6 @@ class RowWriter:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-
-
-def _is_text(column: Column[Any]) -> bool:
-    """Whether a column's values are strings (and so may need COPY escaping)."""
-    return column.type.python_type is str
 
 
 def take_writer_lock(conn: Connection, timeout: float) -> None:
@@ -402,9 +413,8 @@ class SkuRegistry:
 
 
 def _sku_key(sku: str) -> int:
-    """A signed 64-bit digest of a sku: a fixed-size key whatever the sku's length."""
-    digest = hashlib.blake2b(sku.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """A 64-bit digest of a sku: a fixed-size key whatever the sku's length."""
+    return digest_bytes(sku.encode("utf-8"))
 
 
 def sync_products(

@@ -52,7 +52,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
-from decimal import Decimal
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from types import TracebackType
@@ -65,7 +64,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from data_pipeline import Extraction, Settings, start_run, transform_product
+from data_pipeline import Extraction, Settings, decode_json, start_run, transform_product
 from models import (
     CATALOG_TABLES,
     Product,
@@ -144,10 +143,11 @@ def source_size(n: int, scenario: str) -> int:
 
 
 def as_delivered(product: dict[str, Any]) -> dict[str, Any]:
-    """A product as a client receives it: encoded like the API does, decoded with exact decimals."""
-    body = json.dumps(product, ensure_ascii=False, separators=(",", ":"))
-    decoded: dict[str, Any] = json.loads(body, parse_float=Decimal)
-    return decoded
+    """A product as a client receives it: encoded like the API does, then decoded by the client's
+    own page decoder (exact decimals, and the digest of the product's JSON text)."""
+    body = json.dumps({"products": [product]}, ensure_ascii=False, separators=(",", ":"))
+    delivered: dict[str, Any] = decode_json(body.encode())["products"][0]
+    return delivered
 
 
 def iter_source(n: int, scenario: str, seed: int = SEED) -> Iterator[dict[str, Any]]:
