@@ -750,6 +750,7 @@ class ProductRows:
 
 
 INT32 = (-(2**31), 2**31 - 1)
+ZERO, FIVE = Decimal(0), Decimal(5)
 
 # Source key -> (column, max length or None) for optional text fields.
 _TEXT_FIELDS: tuple[tuple[str, str, int | None], ...] = (
@@ -765,9 +766,9 @@ _TEXT_FIELDS: tuple[tuple[str, str, int | None], ...] = (
 )
 # Source key -> (column, precision, scale, minimum, maximum) for optional decimal fields.
 _DECIMAL_FIELDS: tuple[tuple[str, str, int, int, Decimal | None, Decimal | None], ...] = (
-    ("discountPercentage", "discount_percentage", 5, 2, Decimal(0), Decimal(100)),
-    ("rating", "rating", 3, 2, Decimal(0), Decimal(5)),
-    ("weight", "weight", 10, 2, Decimal(0), None),
+    ("discountPercentage", "discount_percentage", 5, 2, ZERO, Decimal(100)),
+    ("rating", "rating", 3, 2, ZERO, FIVE),
+    ("weight", "weight", 10, 2, ZERO, None),
 )
 
 
@@ -828,11 +829,14 @@ def _decimal(
         if required:
             raise InvalidProduct(f"{name}: required, but it is missing")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | float):
+    if type(value) is Decimal:  # the common case first: the decoder's type for fractions
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, int | Decimal | float):
         raise InvalidProduct(
             f"{name}: expected a number, got {type(value).__name__} {excerpt(repr(value), 60)}"
         )
-    number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    else:
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     if not number.is_finite():
         raise InvalidProduct(f"{name}: expected a finite number, got {value}")
     ceiling, step = _numeric_bounds(precision, scale)
@@ -956,12 +960,12 @@ def _flatten(raw: Mapping[str, Any], product_id: int, digest: int) -> ProductRow
     product: dict[str, Any] = {
         "id": product_id,
         "title": _text(raw.get("title"), "title", required=True),
-        "price": _decimal(raw.get("price"), "price", 12, 2, Decimal(0), required=True),
+        "price": _decimal(raw.get("price"), "price", 12, 2, ZERO, required=True),
         "stock": _integer(raw.get("stock"), "stock"),
         "minimum_order_quantity": _integer(raw.get("minimumOrderQuantity"), "minimumOrderQuantity"),
-        "width": _decimal(dimensions.get("width"), "dimensions.width", 10, 2, Decimal(0)),
-        "height": _decimal(dimensions.get("height"), "dimensions.height", 10, 2, Decimal(0)),
-        "depth": _decimal(dimensions.get("depth"), "dimensions.depth", 10, 2, Decimal(0)),
+        "width": _decimal(dimensions.get("width"), "dimensions.width", 10, 2, ZERO),
+        "height": _decimal(dimensions.get("height"), "dimensions.height", 10, 2, ZERO),
+        "depth": _decimal(dimensions.get("depth"), "dimensions.depth", 10, 2, ZERO),
         "created_at": _timestamp(meta.get("createdAt"), "meta.createdAt"),
         "updated_at": _timestamp(meta.get("updatedAt"), "meta.updatedAt"),
         "barcode": _text(meta.get("barcode"), "meta.barcode", 64),
@@ -989,17 +993,21 @@ def _flatten(raw: Mapping[str, Any], product_id: int, digest: int) -> ProductRow
 
 def _review_row(review: Any, product_id: int, position: int) -> dict[str, Any]:
     """One review as a row; reviews have no natural key, so position identifies them."""
-    name = f"reviews[{position}]"
-    fields = _object(review, name)
-    return {
-        "product_id": product_id,
-        "position": position,
-        "rating": _decimal(fields.get("rating"), f"{name}.rating", 3, 2, Decimal(0), Decimal(5)),
-        "comment": _text(fields.get("comment"), f"{name}.comment"),
-        "date": _timestamp(fields.get("date"), f"{name}.date"),
-        "reviewer_name": _text(fields.get("reviewerName"), f"{name}.reviewerName"),
-        "reviewer_email": _text(fields.get("reviewerEmail"), f"{name}.reviewerEmail"),
-    }
+    try:
+        # Field names relative to the review; the path is added only if one fails (building
+        # "reviews[2].rating" for every field of every review costs more than validating it).
+        fields = _object(review, "")
+        return {
+            "product_id": product_id,
+            "position": position,
+            "rating": _decimal(fields.get("rating"), ".rating", 3, 2, ZERO, FIVE),
+            "comment": _text(fields.get("comment"), ".comment"),
+            "date": _timestamp(fields.get("date"), ".date"),
+            "reviewer_name": _text(fields.get("reviewerName"), ".reviewerName"),
+            "reviewer_email": _text(fields.get("reviewerEmail"), ".reviewerEmail"),
+        }
+    except InvalidProduct as exc:
+        raise InvalidProduct(f"reviews[{position}]{exc.reason}") from None
 
 
 # --- run bookkeeping --------------------------------------------------------------------------

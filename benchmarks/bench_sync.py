@@ -13,11 +13,12 @@ In one run, side by side on the same database server, for N synthetic DummyJSON 
    children replaced through the relationship collections, one commit per product.
 
 Each timed section runs from the first product pulled to COMMIT, on a fresh schema, from an
-in-process source: the product dicts as a client decodes them (``parse_float=Decimal``), built
-before the clock starts. Repetitions are interleaved, and figures are medians of ratios paired
-within a repetition. Peak memory is read in child processes that generate the same source
-lazily. ``--end-to-end`` adds the same sync through the local DummyJSON server (HTTP, page size
-100), served from another process.
+in-process source: the products as the client decodes them (``decode_json``: exact decimals,
+and the digest of each product's JSON text, which the sync compares), built before the clock
+starts; decoding and digesting are extraction, benchmarked by ``bench_extract``. Repetitions
+are interleaved, and figures are medians of ratios paired within a repetition. Peak memory is
+read in child processes that generate the same source lazily. ``--end-to-end`` adds the same
+sync through the local DummyJSON server (HTTP, page size 100), served from another process.
 
     python -m benchmarks.bench_sync [--sizes 10000,100000] [--million] [--repeats 3]
         [--database postgresql|sqlite|both] [--end-to-end] [--naive-size 10000]
@@ -1324,7 +1325,8 @@ def print_header(
         out(f"{database}: {description}")
     out(
         "source: synthetic DummyJSON products (tests.fake_api.make_product, seed 0), "
-        "JSON-encoded and decoded with parse_float=Decimal before the clock starts"
+        "JSON-encoded, then decoded by the client's decode_json (exact decimals, each product's "
+        "digest) before the clock starts"
     )
     out(
         "timed: from the first product pulled to COMMIT, on a fresh schema per approach and "

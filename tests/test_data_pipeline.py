@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -179,7 +181,13 @@ def test_transform_keeps_values_exactly_and_absent_fields_as_null() -> None:
         ({"sku": "x" * 101}, "sku: longer than 100 characters"),
         ({"description": "nul\x00byte"}, "description: contains a NUL character"),
         ({"meta": {"createdAt": "yesterday"}}, "meta.createdAt: expected an ISO-8601 timestamp"),
-        ({"reviews": [{"rating": 5, "date": "2024-05-23T08:56:21"}]}, "has no timezone"),
+        (
+            {"reviews": [{"rating": 5, "date": "2024-05-23T08:56:21"}]},
+            "reviews[0].date: timestamp '2024-05-23T08:56:21' has no timezone",
+        ),
+        ({"reviews": [{"rating": 5}, {"rating": 6}]}, "reviews[1].rating: 6 is above 5"),
+        ({"reviews": [{}, "great"]}, "reviews[1]: expected an object, got str"),
+        ({"reviews": [{"reviewerName": 7}]}, "reviews[0].reviewerName: expected text, got int"),
     ],
 )
 def test_transform_rejects_a_bad_field_naming_it_and_what_arrived(
@@ -189,6 +197,7 @@ def test_transform_rejects_a_bad_field_naming_it_and_what_arrived(
     with pytest.raises(InvalidProduct) as caught:
         transform_product(raw)
     assert reason in caught.value.reason
+    assert caught.value.reason.startswith(reason.partition(":")[0] + ":")
 
 
 def test_transform_accepts_unicode_quotes_and_sql_verbatim() -> None:
@@ -205,6 +214,78 @@ def test_content_hash_changes_with_any_field_or_child_and_only_then() -> None:
     changed_child["images"].append("https://example.test/extra.png")
     assert content_hash(raw) != content_hash(changed_child)
     assert content_hash(raw) != content_hash({**raw, "stock": (raw.get("stock") or 0) + 1})
+
+
+def page_body(
+    products: list[Any], *, indent: int | None = None, total_first: bool = False
+) -> bytes:
+    """A ``/products`` answer as a server might write it."""
+    document: dict[str, Any] = {"products": products, "total": len(products), "skip": 0}
+    if total_first:
+        document = {"total": document.pop("total"), **document}
+    return json.dumps(document, indent=indent, ensure_ascii=False).encode()
+
+
+def standard_decode(body: bytes) -> Any:
+    return json.loads(body, parse_float=Decimal, parse_constant=Decimal)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(products=st.lists(JSON_VALUES, max_size=5), indent=st.sampled_from([None, 0, 2]))
+@settings(max_examples=300, deadline=None)
+def test_decode_json_gives_what_the_standard_decoder_gives(
+    products: list[Any], indent: int | None
+) -> None:
+    for total_first in (False, True):
+        body = page_body(products, indent=indent, total_first=total_first)
+        assert data_pipeline.decode_json(body) == standard_decode(body)
+
+
+@given(data=st.data())
+@settings(max_examples=500, deadline=None)
+def test_decode_json_rejects_exactly_what_the_standard_decoder_rejects(data: st.DataObject) -> None:
+    body = bytearray(page_body([make_product(1), [1, "x"], make_product(2)], indent=1))
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(body) - 1))
+        if data.draw(st.booleans()):
+            del body[position]
+        else:
+            body.insert(position, data.draw(st.sampled_from(b'{}[],:" \n0-.e\\')))
+    try:
+        expected: Any = standard_decode(bytes(body))
+    except ValueError:
+        with pytest.raises(ValueError):
+            data_pipeline.decode_json(bytes(body))
+    else:
+        assert data_pipeline.decode_json(bytes(body)) == expected
+
+
+def test_each_product_carries_the_digest_of_its_own_text_and_only_of_it() -> None:
+    first, second = (json.dumps(make_product(i)) for i in (1, 2))
+    body = f'{{"products":[{first},{second}],"total":2}}'.encode()
+    page = data_pipeline.decode_json(body)["products"]
+    elsewhere = f'{{ "total" : 9,\n "products" : [\n  {second} ,\n  {first}\n ] }}'.encode()
+    moved = data_pipeline.decode_json(elsewhere)["products"]
+    stock = json.loads(first)["stock"]
+    edited = first.replace(f'"stock": {stock},', f'"stock": {stock + 1},')
+    changed = data_pipeline.decode_json(f'{{"products":[{edited}],"total":1}}'.encode())
+
+    assert all(isinstance(product, data_pipeline.SourceProduct) for product in page + moved)
+    # The same text at another place, among other neighbours and whitespace: the same digest.
+    assert [content_hash(product) for product in moved] == [
+        content_hash(product) for product in reversed(page)
+    ]
+    assert content_hash(changed["products"][0]) != content_hash(page[0])
+    assert content_hash(page[0]) != content_hash(page[1])
+    # A product the client did not decode from a page is digested from its content.
+    assert content_hash(dict(page[0])) == content_hash(standard_decode(first.encode()))
 
 
 # --- end to end -------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import production_pipeline
-from models import PipelineRun, RejectedRecord
+from models import Base, PipelineRun, RejectedRecord
 from tests.catalog_state import (
     database_catalog,
     products_written_since,
@@ -318,3 +320,30 @@ def test_a_second_sync_gives_up_with_a_clear_message_after_the_lock_timeout(
     assert second.returncode == 1
     assert "another sync is running against this database" in second_out
     assert first.returncode == 0
+
+
+def test_copy_text_escapes_every_value_of_a_column_that_needs_it_and_writes_nulls() -> None:
+    columns = [c for c in Base.metadata.tables["reviews"].columns if c.name != "loaded_at"]
+    stamp = dt.datetime(2024, 5, 23, 8, 56, 21, 618000, tzinfo=dt.UTC)
+    rows: list[dict[str, Any]] = [
+        {"product_id": 1, "position": 0, "rating": Decimal("4.50"), "comment": "plain",
+         "date": stamp, "reviewer_name": None, "reviewer_email": "a@example.test"},
+        {"product_id": 1, "position": 1, "rating": None, "comment": "tab\there\\N\nnew\rline",
+         "date": stamp, "reviewer_name": "Zoë", "reviewer_email": None},
+        {"product_id": 2, "position": 0, "rating": Decimal(5), "comment": None,
+         "date": None, "reviewer_name": "\\", "reviewer_email": "b@example.test"},
+    ]  # fmt: skip
+
+    lines = production_pipeline.copy_text(rows, columns).split("\n")
+
+    stamp_text = "2024-05-23 08:56:21.618000+00:00"
+    assert [c.name for c in columns] == [
+        "product_id", "position", "rating", "comment", "date", "reviewer_name", "reviewer_email"
+    ]
+    assert lines == [
+        f"1\t0\t4.50\tplain\t{stamp_text}\t\\N\ta@example.test",
+        f"1\t1\t\\N\ttab\\there\\\\N\\nnew\\rline\t{stamp_text}\tZoë\t\\N",
+        "2\t0\t5\t\\N\t\\N\t\\\\\tb@example.test",
+        "",
+    ]
+    assert production_pipeline.copy_text([], columns) == ""
