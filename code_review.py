@@ -44,18 +44,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from data_pipeline import (
-    DEFAULT_RATE_LIMIT,
-    ConfigError,
-    DummyJsonClient,
-    PipelineError,
-    UnexpectedPayload,
-    configure_logging,
-    excerpt,
-    is_int,
-    parse_args,
-    resolve_settings,
-)
+from etl.client import DummyJsonClient
+from etl.errors import ConfigError, PipelineError, UnexpectedPayload, excerpt
+from etl.fields import is_int
+from etl.settings import DEFAULT_RATE_LIMIT, configure_logging, resolve_settings
 
 log = logging.getLogger(__name__)
 
@@ -937,9 +929,7 @@ def apply_updates(path: Path, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the review, or apply updates: 0 ok, 1 some updates failed, 2 bad usage or file."""
-    args = parse_args(build_parser(), argv)
-    if isinstance(args, int):
-        return args
+    args = build_parser().parse_args(argv)
     if args.apply is not None:
         return apply_updates(args.apply, args)
     print(render_review(args.format))

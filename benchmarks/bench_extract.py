@@ -1,6 +1,6 @@
 """Benchmark extraction: paging ``/products`` from the local server with latency (issue 4).
 
-In one run, against ``tests.fake_api.FakeDummyJson`` with an injected latency per request (20 ms
+In one run, against ``tools.local_api.FakeDummyJson`` with an injected latency per request (20 ms
 by default), ``data_pipeline.iter_products`` pages through N products (100,000 at page size 100
 by default) at each concurrency asked for (1, 4 and 8), repetitions interleaved. For each it
 prints wall time, products/s, pages/s, the client's CPU time, the ideal time
@@ -37,7 +37,7 @@ from typing import Any
 
 import requests
 
-from benchmarks.bench_sync import (
+from benchmarks.harness import (
     MILLION,
     CatalogServer,
     Output,
@@ -49,7 +49,9 @@ from benchmarks.bench_sync import (
     verdict,
     vm_kib,
 )
-from data_pipeline import DummyJsonClient, Extraction, decode_json, iter_products
+from data_pipeline import Extraction, iter_products
+from etl.client import DummyJsonClient
+from etl.decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +238,7 @@ def _run(args: argparse.Namespace, arguments: list[str], out: Output) -> int:
         out(line)
     with CatalogServer(args.products) as server:
         out(
-            f"server: tests.fake_api.FakeDummyJson with {args.products:,} products in its own "
+            f"server: tools.local_api.FakeDummyJson with {args.products:,} products in its own "
             f"process (not sharing the client's GIL); JSON cached and pre-warmed by one untimed "
             f"pass ({server.warmup_seconds:.1f} s), so its encoding is not timed; "
             f"latency {args.latency_ms:g} ms per request"

@@ -54,11 +54,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 import production_pipeline
-from data_pipeline import DummyJsonClient, iter_products, resolve_settings
+from data_pipeline import iter_products
+from etl.client import DummyJsonClient
+from etl.settings import resolve_settings
 from models import PipelineRun, create_schema, make_engine
-from tests.catalog_state import database_catalog, served_catalog
-from tests.fake_api import Catalog, FakeDummyJson, Fault
-from tests.pg import postgres_server
+from tools.catalog_state import database_catalog, served_catalog
+from tools.local_api import Catalog, FakeDummyJson, Fault
+from tools.throwaway_postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

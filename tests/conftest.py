@@ -17,8 +17,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from models import create_schema, make_engine
-from tests.fake_api import FakeDummyJson
-from tests.pg import postgres_server
+from tools.local_api import FakeDummyJson
+from tools.throwaway_postgres import postgres_server
 
 
 @pytest.fixture(scope="session")

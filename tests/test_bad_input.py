@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 import data_pipeline
 import production_pipeline
-from data_pipeline import InvalidProduct, transform_product
+from data_pipeline import transform_product
+from etl.errors import InvalidProduct
 from models import (
     PipelineRun,
     Product,
@@ -36,9 +37,9 @@ from models import (
     RejectedRecord,
     Review,
 )
-from tests import catalog_state
-from tests.catalog_state import database_catalog, served_catalog
-from tests.fake_api import Catalog, FakeDummyJson, make_product
+from tools import catalog_state
+from tools.catalog_state import database_catalog, served_catalog
+from tools.local_api import Catalog, FakeDummyJson, make_product
 
 FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5"]
 FAST += ["--rate-limit", "0", "--page-size", "4"]

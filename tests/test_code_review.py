@@ -50,8 +50,10 @@ from code_review import (
     redact,
     render_review,
 )
-from data_pipeline import DEFAULT_RATE_LIMIT, DummyJsonClient
-from tests.fake_api import FakeDummyJson, Fault, RequestRecord
+from etl.client import DummyJsonClient
+from etl.settings import DEFAULT_RATE_LIMIT
+from tests.cli import exit_status
+from tools.local_api import FakeDummyJson, Fault, RequestRecord
 
 # Imported by name so mypy does not follow it: the junior code is deliberately untyped.
 junior = importlib.import_module("junior.product_updater")
@@ -686,5 +688,5 @@ def test_bad_usage_returns_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
     path = write_updates(tmp_path, [item(1)])
-    assert code_review.main(["--apply", str(path), *argv]) == 2
+    assert exit_status(code_review.main, ["--apply", str(path), *argv]) == 2
     assert capsys.readouterr().err

@@ -30,9 +30,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from data_pipeline import DummyJsonClient, Settings, open_database
+from etl.client import DummyJsonClient
+from etl.settings import Settings, open_database
 from models import create_schema, make_engine
-from tests.fake_api import FakeDummyJson, make_product
+from tools.local_api import FakeDummyJson, make_product
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIS = ("models.py", "data_pipeline.py", "production_pipeline.py")

@@ -14,18 +14,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import data_pipeline
-from data_pipeline import (
-    DummyJsonClient,
-    Extraction,
-    InvalidProduct,
-    content_hash,
-    iter_products,
-    page_plan,
-    transform_product,
-)
+from data_pipeline import Extraction, iter_products, page_plan, transform_product
+from etl import decoding
+from etl.client import DummyJsonClient
+from etl.decoding import content_hash
+from etl.errors import InvalidProduct
 from models import PipelineRun, RejectedRecord
-from tests.catalog_state import database_catalog, row_counts, served_catalog
-from tests.fake_api import Catalog, FakeDummyJson, Fault, make_product
+from tests.cli import exit_status
+from tools.catalog_state import database_catalog, row_counts, served_catalog
+from tools.local_api import Catalog, FakeDummyJson, Fault, make_product
 
 FAST = ["--max-retries", "2", "--connect-timeout", "2", "--read-timeout", "5", "--rate-limit", "0"]
 
@@ -245,7 +242,7 @@ def test_decode_json_gives_what_the_standard_decoder_gives(
 ) -> None:
     for total_first in (False, True):
         body = page_body(products, indent=indent, total_first=total_first)
-        assert data_pipeline.decode_json(body) == standard_decode(body)
+        assert decoding.decode_json(body) == standard_decode(body)
 
 
 @given(data=st.data())
@@ -262,22 +259,22 @@ def test_decode_json_rejects_exactly_what_the_standard_decoder_rejects(data: st.
         expected: Any = standard_decode(bytes(body))
     except ValueError:
         with pytest.raises(ValueError):
-            data_pipeline.decode_json(bytes(body))
+            decoding.decode_json(bytes(body))
     else:
-        assert data_pipeline.decode_json(bytes(body)) == expected
+        assert decoding.decode_json(bytes(body)) == expected
 
 
 def test_each_product_carries_the_digest_of_its_own_text_and_only_of_it() -> None:
     first, second = (json.dumps(make_product(i)) for i in (1, 2))
     body = f'{{"products":[{first},{second}],"total":2}}'.encode()
-    page = data_pipeline.decode_json(body)["products"]
+    page = decoding.decode_json(body)["products"]
     elsewhere = f'{{ "total" : 9,\n "products" : [\n  {second} ,\n  {first}\n ] }}'.encode()
-    moved = data_pipeline.decode_json(elsewhere)["products"]
+    moved = decoding.decode_json(elsewhere)["products"]
     stock = json.loads(first)["stock"]
     edited = first.replace(f'"stock": {stock},', f'"stock": {stock + 1},')
-    changed = data_pipeline.decode_json(f'{{"products":[{edited}],"total":1}}'.encode())
+    changed = decoding.decode_json(f'{{"products":[{edited}],"total":1}}'.encode())
 
-    assert all(isinstance(product, data_pipeline.SourceProduct) for product in page + moved)
+    assert all(isinstance(product, decoding.SourceProduct) for product in page + moved)
     # The same text at another place, among other neighbours and whitespace: the same digest.
     assert [content_hash(product) for product in moved] == [
         content_hash(product) for product in reversed(page)
@@ -418,7 +415,7 @@ def test_a_bad_argument_exits_2_naming_itself(
     args: list[str], names: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["--api-url", "http://127.0.0.1:9", "--database-url", sqlite_url]
-    assert data_pipeline.main([*base, *args]) == 2
+    assert exit_status(data_pipeline.main, [*base, *args]) == 2
     assert names in capsys.readouterr().err
 
 

@@ -9,17 +9,12 @@ import pytest
 from sqlalchemy import Engine
 
 import production_pipeline
-from data_pipeline import (
-    ApiError,
-    DummyJsonClient,
-    Extraction,
-    RequestPacer,
-    UnexpectedPayload,
-    _page_from_document,
-    iter_products,
-)
-from tests.catalog_state import database_catalog, served_catalog
-from tests.fake_api import FakeDummyJson, Fault
+from data_pipeline import Extraction, iter_products
+from etl.client import DummyJsonClient, _page_from_document
+from etl.errors import ApiError, UnexpectedPayload
+from etl.pacing import RequestPacer
+from tools.catalog_state import database_catalog, served_catalog
+from tools.local_api import FakeDummyJson, Fault
 
 
 def extract(client: DummyJsonClient, page_size: int = 20, concurrency: int = 4) -> list[int]:

@@ -17,15 +17,16 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import production_pipeline
+from etl import bulk
 from models import Base, PipelineRun, RejectedRecord
-from tests.catalog_state import (
+from tools.catalog_state import (
     database_catalog,
     products_written_since,
     row_counts,
     served_catalog,
     write_snapshot,
 )
-from tests.fake_api import FakeDummyJson, Fault, make_product
+from tools.local_api import FakeDummyJson, Fault, make_product
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5", "--rate-limit", "0"]
@@ -334,7 +335,7 @@ def test_copy_text_escapes_every_value_of_a_column_that_needs_it_and_writes_null
          "date": None, "reviewer_name": "\\", "reviewer_email": "b@example.test"},
     ]  # fmt: skip
 
-    lines = production_pipeline.copy_text(rows, columns).split("\n")
+    lines = bulk.copy_text(rows, columns).split("\n")
 
     stamp_text = "2024-05-23 08:56:21.618000+00:00"
     assert [c.name for c in columns] == [
@@ -346,4 +347,4 @@ def test_copy_text_escapes_every_value_of_a_column_that_needs_it_and_writes_null
         "2\t0\t5\t\\N\t\\N\t\\\\\tb@example.test",
         "",
     ]
-    assert production_pipeline.copy_text([], columns) == ""
+    assert bulk.copy_text([], columns) == ""

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 import production_pipeline
 from benchmarks import chaos
 from models import Base, PipelineRun, create_schema, make_engine
-from tests.catalog_state import database_catalog, served_catalog
-from tests.fake_api import Catalog, FakeDummyJson, Fault, make_product
+from tools.catalog_state import database_catalog, served_catalog
+from tools.local_api import Catalog, FakeDummyJson, Fault, make_product
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5"]

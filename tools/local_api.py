@@ -1,7 +1,8 @@
 """A local HTTP server that speaks DummyJSON's /products protocol, for tests, benchmarks and demos.
 
-No machine here reaches https://dummyjson.com, so this module serves the same protocol (see
-/work/shared/API.md) from a real threaded HTTP server on 127.0.0.1: paging with `limit`/`skip`
+Tests, benchmarks and offline demos cannot depend on https://dummyjson.com, so this module
+serves the same protocol (documented at https://dummyjson.com/docs/products) from a real threaded
+HTTP server on 127.0.0.1: paging with `limit`/`skip`
 (the response's `limit` echoes the count returned, `limit=0` returns everything), `select`,
 `sortBy`/`order`, `delay`, single products, the non-persisting writes, the 301 on a trailing slash,
 the HTML 404 page, rate-limit headers and an optional 429 rate limit.
@@ -19,7 +20,7 @@ In tests::
 
 As an offline demo (serves until Ctrl-C and logs its URL)::
 
-    python -m tests.fake_api --port 8000 --products 500 [--seed 0] [--latency-ms 0] [--rate-limit]
+    python -m tools.local_api --port 8000 --products 500 [--seed 0] [--latency-ms 0] [--rate-limit]
 """
 
 from __future__ import annotations
@@ -1158,7 +1159,7 @@ class _Handler(BaseHTTPRequestHandler):
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve a synthetic catalog on a local port until Ctrl-C (the README's offline demo)."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_api", description=__doc__.split("\n")[0]
+        prog="python -m tools.local_api", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="0 = any free port (default 8000)")

@@ -1,6 +1,6 @@
 """Tests of the fake DummyJSON server, over real HTTP on 127.0.0.1 with `requests`.
 
-Run: pytest tests/test_fake_api.py
+Run: pytest tests/test_local_api.py
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fake_api import Catalog, FakeDummyJson, Fault, make_product
+from tools.local_api import Catalog, FakeDummyJson, Fault, make_product
 
 TIMEOUT = 5
 ISO_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -634,7 +634,7 @@ def test_stop_closes_the_port() -> None:
 
 def test_command_line_serves_until_interrupted() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_api", "--port", "0", "--products", "5"],
+        [sys.executable, "-m", "tools.local_api", "--port", "0", "--products", "5"],
         cwd=Path(__file__).parent.parent,
         stderr=subprocess.PIPE,
         text=True,

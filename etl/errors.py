@@ -1,0 +1,86 @@
+"""Every error a pipeline reports, under one root that carries its exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BODY_EXCERPT = 200  # characters of a response body quoted in an error message
+
+
+class PipelineError(Exception):
+    """Root of every error a pipeline reports as a failed run."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or malformed."""
+
+    exit_code = 2
+
+
+class ApiError(PipelineError):
+    """The API could not be reached, or answered with an error, after the retries."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class UnexpectedPayload(ApiError):
+    """The API answered 200 with a body that is not the JSON document expected."""
+
+
+class ExtractionIncomplete(PipelineError):
+    """Paging ended without seeing every product the API announced."""
+
+
+class InvalidProduct(PipelineError):
+    """A product failed validation; ``reason`` names the field and what arrived."""
+
+    def __init__(self, reason: str, *, source_id: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.source_id = source_id
+
+
+class SyncAborted(PipelineError):
+    """A guard refused the run (incomplete extraction, mass deletion); nothing was changed."""
+
+
+class SyncLocked(PipelineError):
+    """Another sync holds the writer's lock on this database."""
+
+
+def excerpt(text: str | bytes, limit: int = BODY_EXCERPT) -> str:
+    """The start of a body, on one line, for an error message."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line, without a database driver's multi-line detail."""
+    detail = getattr(exc, "orig", None) or exc
+    lines = str(detail).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def failure_message(exc: BaseException) -> str:
+    """The one line a pipeline's ``main`` prints for an error that ended its run."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if "database is locked" in str(exc) and not isinstance(exc, PipelineError):
+        # SQLite's busy timeout ran out: say it in the same words as PostgreSQL's lock timeout.
+        return (
+            "run failed, database unchanged: another sync is running against this database "
+            "(SQLite write lock still held)"
+        )
+    return f"run failed, database unchanged: {one_line(exc)}"
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error that ended a run: the error's own, else 1."""
+    return int(getattr(exc, "exit_code", 1))

@@ -1,0 +1,150 @@
+"""Typed field validators: each returns the value exactly as it will be stored, or raises
+``InvalidProduct`` naming the field and what arrived (never the value of a text field: reasons are
+logged, and a field may hold personal data)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, TypeGuard
+
+from etl.errors import InvalidProduct, excerpt
+
+INT32 = (-(2**31), 2**31 - 1)
+ZERO, FIVE = Decimal(0), Decimal(5)
+
+
+def is_int(value: Any) -> TypeGuard[int]:
+    """An integer that is not a bool (JSON true is not a quantity)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def valid_text(
+    value: Any, name: str, max_length: int | None = None, *, required: bool = False
+) -> str | None:
+    """A string field, kept verbatim; None when absent or null unless required."""
+    if value is None:
+        if required:
+            raise InvalidProduct(f"{name}: required, but it is missing")
+        return None
+    if not isinstance(value, str):
+        # The value is not quoted: reasons are logged, and a field may hold personal data.
+        raise InvalidProduct(f"{name}: expected text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidProduct(f"{name}: required, but it is empty")
+    if "\x00" in value:
+        raise InvalidProduct(f"{name}: contains a NUL character, which a database text cannot hold")
+    if not value.isascii() and not is_utf8(value):
+        raise InvalidProduct(f"{name}: contains a lone surrogate, which UTF-8 text cannot hold")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidProduct(f"{name}: longer than {max_length} characters ({len(value)})")
+    return value
+
+
+def is_utf8(text: str) -> bool:
+    """False for text with a lone surrogate (JSON allows "\\ud83d"; no database stores it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@functools.cache
+def numeric_bounds(precision: int, scale: int) -> tuple[Decimal, Decimal]:
+    """The smallest magnitude ``Numeric(precision, scale)`` cannot hold, and its step."""
+    return Decimal(10) ** (precision - scale), Decimal(1).scaleb(-scale)
+
+
+def valid_decimal(
+    value: Any,
+    name: str,
+    precision: int,
+    scale: int,
+    minimum: Decimal | None = None,
+    maximum: Decimal | None = None,
+    *,
+    required: bool = False,
+) -> Decimal | None:
+    """An exact decimal that fits ``Numeric(precision, scale)`` without rounding."""
+    if value is None:
+        if required:
+            raise InvalidProduct(f"{name}: required, but it is missing")
+        return None
+    if type(value) is Decimal:  # the common case first: the decoder's type for fractions
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, int | Decimal | float):
+        raise InvalidProduct(
+            f"{name}: expected a number, got {type(value).__name__} {excerpt(repr(value), 60)}"
+        )
+    else:
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise InvalidProduct(f"{name}: expected a finite number, got {value}")
+    ceiling, step = numeric_bounds(precision, scale)
+    if abs(number) >= ceiling:
+        raise InvalidProduct(
+            f"{name}: {value} is too large (at most {precision - scale} integer digits)"
+        )
+    if not isinstance(value, int) and number != number.quantize(step):
+        raise InvalidProduct(f"{name}: {value} has more than {scale} decimals; it would be rounded")
+    if minimum is not None and number < minimum:
+        raise InvalidProduct(f"{name}: {value} is below {minimum}")
+    if maximum is not None and number > maximum:
+        raise InvalidProduct(f"{name}: {value} is above {maximum}")
+    return number
+
+
+def valid_integer(value: Any, name: str) -> int | None:
+    """An optional 32-bit integer."""
+    if value is None:
+        return None
+    if not is_int(value):
+        raise InvalidProduct(
+            f"{name}: expected an integer, got {type(value).__name__} {excerpt(repr(value), 60)}"
+        )
+    if not INT32[0] <= value <= INT32[1]:
+        raise InvalidProduct(f"{name}: {value} is out of the 32-bit integer range")
+    return int(value)
+
+
+def valid_timestamp(value: Any, name: str) -> dt.datetime | None:
+    """An ISO-8601 timestamp with a zone ('2024-05-23T08:56:21.618Z'), as an aware datetime."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidProduct(f"{name}: expected an ISO-8601 timestamp, got {type(value).__name__}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidProduct(
+            f"{name}: expected an ISO-8601 timestamp, got {excerpt(repr(value), 60)}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidProduct(f"{name}: timestamp {value!r} has no timezone")
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidProduct(
+            f"{name}: timestamp {value!r} is outside years 1..9999 in UTC"
+        ) from None
+
+
+def valid_object(value: Any, name: str) -> Mapping[str, Any]:
+    """An optional nested object (dimensions, meta); absent means empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidProduct(f"{name}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def valid_list(value: Any, name: str) -> list[Any]:
+    """An optional list (tags, images, reviews); absent means empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidProduct(f"{name}: expected a list, got {type(value).__name__}")
+    return value

@@ -1,0 +1,145 @@
+"""Run bookkeeping: every run is a row of ``pipeline_runs``, opened, then closed with how it ended.
+
+``recorded_run`` is the one place that writes those rows, so both pipelines record a success,
+a failure and a refusal the same way (each in its own transaction, so a failed run is recorded
+even though its own transaction rolled back).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from etl.errors import InvalidProduct, PipelineError, SyncAborted, one_line
+from etl.fields import is_utf8
+from models import PipelineRun, write_transaction
+
+log = logging.getLogger(__name__)
+
+
+class RunStatus(StrEnum):
+    """How a run ended, as ``pipeline_runs.status`` stores it."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUSED = "refused"
+    DRY_RUN = "dry-run"
+
+
+@dataclass
+class RunStats:
+    """What a run did; recorded in ``pipeline_runs`` and printed as the summary."""
+
+    pages: int = 0
+    extracted: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+
+class Paging(Protocol):
+    """What a run reads of its extraction when it ends: the pages fetched."""
+
+    pages: int
+
+
+@dataclass
+class RecordedRun:
+    """A run in progress: its id, its figures, and the status it will end with if nothing fails."""
+
+    id: int
+    stats: RunStats = field(default_factory=RunStats)
+    status: RunStatus = RunStatus.SUCCEEDED
+
+
+@contextmanager
+def recorded_run(engine: Engine, pipeline: str, paging: Paging) -> Iterator[RecordedRun]:
+    """Record a run as started, then as ended: ``run.status``, or failed/refused on an error."""
+    run = RecordedRun(id=start_run(engine, pipeline))
+    started = time.perf_counter()
+    try:
+        yield run
+    except (PipelineError, SQLAlchemyError) as exc:
+        status = RunStatus.REFUSED if isinstance(exc, SyncAborted) else RunStatus.FAILED
+        _finish_run(engine, run, status, paging, started, one_line(exc))
+        raise
+    _finish_run(engine, run, run.status, paging, started)
+
+
+def start_run(engine: Engine, pipeline: str) -> int:
+    """Record a run as started, in its own transaction, and return its id."""
+    with write_transaction(engine) as conn:
+        started = insert(PipelineRun).values(pipeline=pipeline, status=RunStatus.RUNNING)
+        run_id = conn.execute(started.returning(PipelineRun.id)).scalar_one()
+    return int(run_id)
+
+
+def _finish_run(
+    engine: Engine,
+    run: RecordedRun,
+    status: RunStatus,
+    paging: Paging,
+    started: float,
+    error: str | None = None,
+) -> None:
+    """Record how a run ended, in its own transaction (so a failed run is still recorded)."""
+    run.stats.pages = paging.pages
+    run.stats.seconds = time.perf_counter() - started
+    values = {name: getattr(run.stats, name) for name in RunStats.__dataclass_fields__}
+    with write_transaction(engine) as conn:
+        conn.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run.id)
+            .values(status=status, error=error, finished_at=dt.datetime.now(dt.UTC), **values)
+        )
+
+
+def rejection_row(run_id: int, raw: Any, exc: InvalidProduct) -> dict[str, Any]:
+    """A ``rejected_records`` row for a bad product; the reason is logged, the payload is not.
+
+    The payload is the product as it arrived, as JSON. Text that UTF-8 cannot hold (a lone
+    surrogate) is kept as a JSON escape, so the record can always be stored.
+    """
+    log.warning("rejected product %s: %s", exc.source_id, exc.reason)
+    payload = json.dumps(raw, ensure_ascii=False, default=str)
+    if not is_utf8(payload):
+        payload = json.dumps(raw, default=str)
+    return {
+        "run_id": run_id,
+        "source_id": None if exc.source_id is None else str(exc.source_id)[:100],
+        "reason": exc.reason,
+        "payload": payload,
+    }
+
+
+def format_history(engine: Engine, limit: int) -> str:
+    """The last runs recorded in ``pipeline_runs``, newest first."""
+    query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
+    header = (
+        f"{'id':>5} {'pipeline':<20} {'started (UTC)':<20} {'status':<10} {'secs':>7} "
+        f"{'ins':>7} {'upd':>7} {'same':>7} {'del':>6} {'rej':>5}  error"
+    )
+    lines = [header]
+    with Session(engine) as session:
+        for run in session.scalars(query):
+            lines.append(
+                f"{run.id:>5} {run.pipeline:<20} {run.started_at:%Y-%m-%d %H:%M:%S} "
+                f"{run.status:<10} {run.seconds or 0:>7.1f} {run.inserted:>7} {run.updated:>7} "
+                f"{run.unchanged:>7} {run.deleted:>6} {run.rejected:>5}  {run.error or ''}"
+            )
+    return "\n".join(lines)
