@@ -643,7 +643,11 @@ class InvalidUpdateFile(PipelineError):
 
 
 def _shown(value: Any) -> str:
-    return f"{type(value).__name__} {excerpt(repr(value), 40)}"
+    try:
+        shown = repr(value)
+    except RecursionError:
+        shown = "(nested too deeply to show)"
+    return f"{type(value).__name__} {excerpt(shown, 40)}"
 
 
 @dataclass(frozen=True)
@@ -839,6 +843,10 @@ def load_updates(path: Path) -> list[Any]:
         document = json.loads(text, parse_float=Decimal)
     except ValueError as exc:
         raise InvalidUpdateFile(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidUpdateFile(
+            f"{path}: nested too deeply to read (an update is one flat object)"
+        ) from None
     if not isinstance(document, list):
         raise InvalidUpdateFile(
             f"{path}: expected a JSON array of updates, got {type(document).__name__}"

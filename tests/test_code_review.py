@@ -653,6 +653,21 @@ def test_apply_paces_requests_from_every_worker_at_the_rate_limit(
 
 
 @pytest.mark.parametrize(
+    "content",
+    ["[" * 100_000 + "]" * 100_000, '{"a": ' * 100_000 + "1" + "}" * 100_000],
+    ids=["arrays", "objects"],
+)
+def test_apply_a_file_nested_100000_deep_returns_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    path = tmp_path / "updates.json"
+    path.write_text(content, encoding="utf-8")
+    assert code_review.main(["--apply", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error == f"error: {path}: nested too deeply to read (an update is one flat object)\n"
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         ("[{", "not valid JSON"),
