@@ -805,24 +805,35 @@ class ProductUpdater:
         return UpdateResult(request.product_id, ok=True)
 
     def update_many(self, items: Iterable[Any]) -> list[UpdateResult]:
-        """One result per item, in input order; items are parsed, never modified."""
+        """One result per item, in input order; items are parsed, never modified.
+
+        Different products are updated concurrently; the updates of one product go one after
+        another in file order, so the last one in the file is the one that stays, as when the
+        file is applied line by line.
+        """
         items = list(items)
         results: dict[int, UpdateResult] = {}
-        valid: dict[int, UpdateRequest] = {}
+        by_product: dict[int, list[tuple[int, UpdateRequest]]] = {}
         for index, item in enumerate(items):
             try:
-                valid[index] = (
-                    item if isinstance(item, UpdateRequest) else UpdateRequest.from_dict(item)
-                )
+                request = item if isinstance(item, UpdateRequest) else UpdateRequest.from_dict(item)
             except InvalidUpdate as exc:
                 log.warning("item %d rejected: %s", index + 1, exc)
                 results[index] = UpdateResult(_given_id(item), ok=False, reason=f"invalid: {exc}")
-        if valid:
-            workers = min(self.concurrency, len(valid))
+                continue
+            by_product.setdefault(request.product_id, []).append((index, request))
+        if by_product:
+            workers = min(self.concurrency, len(by_product))
             with ThreadPoolExecutor(workers, thread_name_prefix="update") as pool:
-                done = pool.map(self.update, valid.values())
-                results.update(zip(valid, done, strict=True))
+                for done in pool.map(self._update_in_order, by_product.values()):
+                    results.update(done)
         return [results[index] for index in range(len(items))]
+
+    def _update_in_order(
+        self, queue: Sequence[tuple[int, UpdateRequest]]
+    ) -> dict[int, UpdateResult]:
+        """One product's updates, each sent once the one before it was answered."""
+        return {index: self.update(request) for index, request in queue}
 
 
 def _given_id(item: Any) -> int | None:

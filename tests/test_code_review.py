@@ -23,7 +23,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socketserver import TCPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -79,6 +81,111 @@ def puts(api: FakeDummyJson, product_id: int | None = None) -> list[RequestRecor
         for r in list(api.requests)
         if r.method == "PUT" and (product_id is None or r.path == f"/products/{product_id}")
     ]
+
+
+# --- a small local server, for what tests.fake_api cannot do ----------------------------------
+
+Answer = Callable[[str, str, bytes], tuple[int, dict[str, str], bytes]]
+
+
+class LocalApi:
+    """A threaded HTTP server on 127.0.0.1 whose every answer a test's function decides."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, str, bytes]] = []  # method, path, body
+        self.lock = threading.Lock()
+        self._server = _LocalServer(("127.0.0.1", 0), _LocalHandler)
+        self._server.api = self
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class _LocalServer(ThreadingHTTPServer):
+    daemon_threads = True
+    api: LocalApi
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the host."""
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", int(self.server_address[1])
+
+
+class _LocalHandler(BaseHTTPRequestHandler):
+    server: _LocalServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_PUT(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        api = self.server.api
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with api.lock:
+            api.requests.append((self.command, self.path, body))
+        status, headers, payload = api.answer(self.command, self.path, body)
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def redirect_to(target: str, status: int) -> Answer:
+    """Answer every request with a redirect to the same path on ``target``."""
+
+    def answer(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return status, {"Location": f"{target}{path}"}, b""
+
+    return answer
+
+
+def always(status: int, document: Any) -> Answer:
+    """Answer every request with the same JSON document."""
+    payload = json.dumps(document).encode()
+    return lambda method, path, body: (status, JSON_HEADERS, payload)
+
+
+def echo(status: int) -> Answer:
+    """Answer a PUT the way DummyJSON does, with the product as written, under ``status``."""
+
+    def answer(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        product = {"id": int(path.rsplit("/", 1)[1]), **json.loads(body or b"{}")}
+        return status, JSON_HEADERS, json.dumps(product).encode()
+
+    return answer
+
+
+@pytest.fixture
+def local_api() -> Iterator[Callable[[Answer], LocalApi]]:
+    """A factory of small local servers, all stopped after the test."""
+    servers: list[LocalApi] = []
+
+    def start(answer: Answer) -> LocalApi:
+        servers.append(LocalApi(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture
@@ -650,6 +757,45 @@ def test_apply_paces_requests_from_every_worker_at_the_rate_limit(
     assert len(arrived) == 3
     # Several workers, yet the last request waited two turns of 1/rate s: the client's pacer.
     assert arrived[-1] - started >= 2 / rate
+
+
+def test_apply_keeps_the_updates_of_one_product_in_file_order(
+    local_api: Callable[[Answer], LocalApi], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that keeps what it is sent, and holds the first write of product 1 a while.
+
+    Updates of one product sent concurrently land in the wrong order here (the held first one
+    lands last and wins); sent one after the other, the last in the file wins, as in the junior.
+    """
+    stored: dict[str, str] = {}
+    seen: set[str] = set()
+    answered: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def keep(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        with lock:
+            held = path == "/products/1" and path not in seen
+            seen.add(path)
+        if held:
+            time.sleep(0.5)
+        product = {"id": int(path.rsplit("/", 1)[1]), **json.loads(body)}
+        with lock:
+            stored[path] = product["title"]
+            answered.append((path, time.monotonic()))
+        return 200, JSON_HEADERS, json.dumps(product).encode()
+
+    server = local_api(keep)
+    updates = [item(1, title="Older"), item(2), item(1, title="Newer"), item(3)]
+    path = write_updates(tmp_path, updates)
+    argv = ["--apply", str(path), "--api-url", server.url, "--rate-limit", "0"]
+    assert code_review.main(argv) == 0
+    assert "updated 4 of 4 products, 0 failed" in capsys.readouterr().out
+    assert stored["/products/1"] == "Newer"  # the last one in the file stays
+    titles = [json.loads(body)["title"] for _, p, body in server.requests if p == "/products/1"]
+    assert titles == ["Older", "Newer"]
+    # The other products did not wait: they were answered while product 1's first write was held.
+    first_of_1 = next(at for p, at in answered if p == "/products/1")
+    assert {p for p, at in answered if at < first_of_1} == {"/products/2", "/products/3"}
 
 
 @pytest.mark.parametrize(
