@@ -44,6 +44,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import requests
+
 from data_pipeline import (
     DEFAULT_RATE_LIMIT,
     ConfigError,
@@ -474,6 +476,7 @@ def _improved_objects() -> list[Any]:
         UpdateResult,
         UpdateSummary,
         _echoed,
+        refuse_unconfirmed_writes,
         ProductUpdater,
         _given_id,
         load_updates,
@@ -760,13 +763,72 @@ class UpdateSummary:
         )
 
 
-def _echoed(document: Any, product_id: int) -> dict[str, Any]:
-    """The API's answer to a PUT, which must be the product with the id updated."""
-    if not isinstance(document, dict) or document.get("id") != product_id:
+def _echoed(document: Any, request: UpdateRequest) -> dict[str, Any]:
+    """The API's answer to a PUT, which must be the product updated, holding what was written.
+
+    DummyJSON answers a PUT with the product as updated. Anything else (another product, the
+    old values, a gateway's ``{"message": ...}``) means the write was not applied as sent.
+    """
+    if not isinstance(document, dict) or document.get("id") != request.product_id:
         raise UnexpectedPayload(
-            f"expected product {product_id} back, got {excerpt(repr(document), 80)}", url=""
+            f"expected product {request.product_id} back, got {excerpt(repr(document), 80)}",
+            url="",
+        )
+    written = {"title": request.title, "price": request.price, "description": request.description}
+    differing = [name for name, value in written.items() if _read_back(document.get(name)) != value]
+    if differing:
+        raise UnexpectedPayload(
+            f"product {request.product_id} came back without the values written "
+            f"({', '.join(differing)} differ)",
+            url="",
         )
     return document
+
+
+def _read_back(value: Any) -> Any:
+    """A value of an answer, with a price as an exact Decimal (as the request holds it)."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    return value
+
+
+class UnconfirmedWrite(requests.RequestException):
+    """A write answered by a redirect or a 2xx other than 200/201: it was not applied as sent.
+
+    A ``requests`` exception, raised from a session hook, so that ``DummyJsonClient`` reports
+    it like any failed request (an ``ApiError``); it never reaches a caller as itself.
+    """
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONFIRMED = frozenset({200, 201})  # the answers to a write that carry the product written
+
+
+def refuse_unconfirmed_writes(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A session response hook: a write is never redirected, and only 200/201 confirm it.
+
+    requests follows redirects on its own: a 303 or 302 turns a PUT into a GET, a 301 re-sends
+    it without its body, a 307 or 308 re-sends the body to wherever Location points. The hook
+    runs on each answer before requests resolves a redirect, so raising here means the write
+    follows none.
+    """
+    method = (response.request.method or "").upper()
+    status = response.status_code
+    if method in SAFE_METHODS or status >= 400 or status in CONFIRMED:
+        return  # reads may follow redirects; errors are the client's to report
+    response.close()
+    if 300 <= status < 400:
+        target = response.headers.get("Location", "no Location")
+        raise UnconfirmedWrite(
+            f"answered HTTP {status} {response.reason}, a redirect to {excerpt(target, 80)}; "
+            "a write never follows a redirect, so nothing was applied"
+        )
+    raise UnconfirmedWrite(
+        f"answered HTTP {status} {response.reason}; only 200 or 201 with the product written "
+        "confirms a write"
+    )
 
 
 class ProductUpdater:
@@ -787,6 +849,10 @@ class ProductUpdater:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.client = client
         self.concurrency = concurrency
+        # Writes only: the client's session is left to follow redirects on reads.
+        hooks = client.session.hooks["response"]
+        if refuse_unconfirmed_writes not in hooks:
+            hooks.append(refuse_unconfirmed_writes)
 
     def update(self, request: UpdateRequest) -> UpdateResult:
         """Send one update; the API's refusal or silence is a failed result, a bug still raises."""
@@ -796,7 +862,7 @@ class ProductUpdater:
                 "PUT",
                 f"/products/{request.product_id}",
                 payload=request.payload(),
-                expect=lambda document: _echoed(document, request.product_id),
+                expect=lambda document: _echoed(document, request),
             )
         except PipelineError as exc:
             log.warning("product %d not updated: %s", request.product_id, exc)

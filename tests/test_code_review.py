@@ -759,6 +759,66 @@ def test_apply_paces_requests_from_every_worker_at_the_rate_limit(
     assert arrived[-1] - started >= 2 / rate
 
 
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (301, "answered HTTP 301 Moved Permanently, a redirect to "),  # PUT again, body dropped
+        (302, "answered HTTP 302 Found, a redirect to "),  # turned into a GET
+        (303, "answered HTTP 303 See Other, a redirect to "),  # turned into a GET
+        (307, "answered HTTP 307 Temporary Redirect, a redirect to "),  # body sent elsewhere
+        (308, "answered HTTP 308 Permanent Redirect, a redirect to "),  # body sent elsewhere
+    ],
+)
+def test_apply_never_follows_a_redirect_with_a_write(
+    fake_api: Callable[..., FakeDummyJson],
+    local_api: Callable[[Answer], LocalApi],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    reason: str,
+) -> None:
+    api = fake_api(products=10)
+    moved = local_api(redirect_to(api.url, status))
+    path = write_updates(tmp_path, [item(1, title="New title")])
+    assert code_review.main(["--apply", str(path), "--api-url", moved.url]) == 1
+    out = capsys.readouterr().out
+    assert f"item 1 (product 1): PUT {moved.url}/products/1 failed: {reason}" in out
+    assert "a write never follows a redirect, so nothing was applied" in out
+    assert "updated 0 of 1 products, 1 failed" in out
+    assert api.requests == []  # the redirect's target never heard of it
+    assert [method for method, _, _ in moved.requests] == ["PUT"]  # and it was not re-sent
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (echo(202), "answered HTTP 202 Accepted; only 200 or 201 with the product written"),
+        (
+            always(200, {"id": 1, "title": "Old title", "price": 5, "description": "Old"}),
+            "product 1 came back without the values written (title, price, description differ)",
+        ),
+        (always(200, {"id": 2, **item(2)}), "expected product 1 back, got {'id': 2"),
+    ],
+    ids=["accepted-not-applied", "old-values", "another-product"],
+)
+def test_apply_reports_an_answer_that_does_not_confirm_the_write_as_failed(
+    local_api: Callable[[Answer], LocalApi],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Answer,
+    reason: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    monkeypatch.setenv("HTTP_MAX_RETRIES", "1")  # an odd answer is tried again once, not five times
+    server = local_api(answer)
+    path = write_updates(tmp_path, [item(1)])
+    assert code_review.main(["--apply", str(path), "--api-url", server.url]) == 1
+    out = capsys.readouterr().out
+    assert reason in out
+    assert "updated 0 of 1 products, 1 failed" in out
+
+
 def test_apply_keeps_the_updates_of_one_product_in_file_order(
     local_api: Callable[[Answer], LocalApi], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
