@@ -947,7 +947,7 @@ def summary_lines(findings: Sequence[Finding]) -> list[str]:
         "pipeline's shared DummyJsonClient (RequestPacer: "
         f"{DEFAULT_RATE_LIMIT:g} requests a second by default, and a Retry-After pauses every "
         "worker), keeps the updates of one product in file order, and reports a write as "
-        "updated only when the API answers 200 with the product as written. "
+        "updated only when the API answers 200 or 201 with the product as written. "
         "Try it: python code_review.py --apply updates.json --api-url URL.",
         f"Note: {NOT_PERSISTED}",
     ]
