@@ -3,16 +3,21 @@
 The code under review is ``junior/product_updater.py``, kept verbatim so that line numbers are
 stable. This module holds three things:
 
-* the review as data: one ``Finding`` per problem (category, severity, the lines it cites, the
-  problem, why it matters, the fix, the ruff rules it covers, and its evidence: the test in
-  ``tests/test_code_review.py`` that shows the defect on the junior code and the fix in the
-  improved one, or the word "judgement" where no test can decide);
-* rendering as text, Markdown (for a pull request) or JSON (for a tool), quoting the cited lines
-  read from the junior file at run time, so a citation that drifts fails loudly;
+* the review as data: one ``Finding`` per problem (category, severity, blocking or not and its
+  Conventional Comments label, the lines it cites, the problem, why it matters, the fix, the
+  ruff rules it covers, its evidence: the test in ``tests/test_code_review.py`` that shows the
+  defect on the junior code and the fix in the improved one, or the word "judgement" where no
+  test can decide; and ``patch``, the smallest fix in the junior's own code, which the tests
+  apply to a copy of the junior file to check that the demonstration then fails), and
+  ``PRAISE`` for what the junior did well;
+* rendering as text, Markdown (for a pull request) or JSON (for a tool): the verdict first, then
+  the blocking findings by risk, each with its small fix as a diff, then the others; the cited
+  lines are read from the junior file at run time, so a citation that drifts fails loudly;
 * the improved implementation: ``UpdateRequest`` (validated on construction), ``ProductUpdater``
   (a few worker threads on the pipeline's shared ``DummyJsonClient``, whose ``RequestPacer``
-  keeps every request within DummyJSON's 100 per 10 s), ``UpdateResult`` per item and
-  ``UpdateSummary``.
+  keeps every request within DummyJSON's 100 per 10 s; one product's updates in file order; a
+  write reported updated only when the API answers 200/201 with the product as written, never
+  after a redirect), ``UpdateResult`` per item and ``UpdateSummary``.
 
 Run::
 
@@ -29,7 +34,9 @@ or an unreadable updates file. DummyJSON answers updates but does not persist th
 from __future__ import annotations
 
 import argparse
+import difflib
 import inspect
+import itertools
 import json
 import logging
 import re
@@ -43,6 +50,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+
+import requests
 
 from etl.client import DummyJsonClient
 from etl.errors import ConfigError, PipelineError, UnexpectedPayload, excerpt
@@ -63,20 +72,42 @@ NOT_PERSISTED = (
 
 Category = Literal["security", "correctness", "performance", "maintainability"]
 Severity = Literal["critical", "high", "medium", "low"]
+# Conventional Comments labels (https://conventionalcomments.org/); a finding is one of these,
+# decorated "(blocking)" or "(non-blocking)". What the junior did well is a separate "praise".
+Label = Literal["issue", "suggestion", "nitpick", "question"]
 CATEGORIES: tuple[Category, ...] = ("security", "correctness", "performance", "maintainability")
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+LABELS: tuple[Label, ...] = ("issue", "suggestion", "nitpick", "question")
 
 
 # --- the review: findings as data -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class Edit:
+    """Replace junior lines ``first``..``last`` (which must hold ``anchor``) with ``new``."""
+
+    first: int
+    last: int
+    anchor: str
+    new: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Finding:
-    """One problem in the junior code: where, what, why it matters, the fix, and the evidence."""
+    """One problem in the junior code: where, what, why it matters, the fix, and the evidence.
+
+    ``patch`` is the smallest fix in the junior's own code (the pull request a mentor would ask
+    for first). It is shown as a diff for a blocking finding, and the tests apply it to a copy of
+    the junior file to check that the finding's demonstration then fails.
+    """
 
     id: str
     category: Category
     severity: Severity
+    blocking: bool
+    label: Label
+    title: str
     lines: tuple[int, int]  # first and last line cited in junior/product_updater.py
     anchor: str  # text the cited lines must contain, so a drifted citation is caught
     problem: str
@@ -84,6 +115,7 @@ class Finding:
     fix: str
     evidence: str  # "test: tests/test_code_review.py::<name>" or "judgement"
     rules: tuple[str, ...] = ()  # the ruff rule codes this finding accounts for
+    patch: tuple[Edit, ...] = ()
 
     @property
     def is_fact(self) -> bool:
@@ -101,36 +133,111 @@ class Finding:
         first, last = self.lines
         return f"line {first}" if first == last else f"lines {first}-{last}"
 
+    @property
+    def comment_label(self) -> str:
+        """The Conventional Comments label: ``issue (blocking)``, ``nitpick (non-blocking)``."""
+        return f"{self.label} ({'blocking' if self.blocking else 'non-blocking'})"
+
+
+@dataclass(frozen=True)
+class Praise:
+    """Something the junior did well, with the lines that show it."""
+
+    lines: tuple[int, int]
+    anchor: str
+    text: str
+
+    @property
+    def where(self) -> str:
+        """``line 7`` or ``lines 37-40``."""
+        first, last = self.lines
+        return f"line {first}" if first == last else f"lines {first}-{last}"
+
 
 def _test(name: str) -> str:
     return f"test: {TESTS}::{name}"
 
 
 JUDGEMENT = "judgement"
+PUT_LINE = "                r = requests.put(url, data=json.dumps(data), headers=headers"
 
+# In order of risk: ordered_findings() keeps this order within blocking and non-blocking.
 FINDINGS: tuple[Finding, ...] = (
     Finding(
         id="SEC-1",
         category="security",
-        severity="high",
+        severity="critical",
+        blocking=True,
+        label="issue",
+        title="A live token is hard-coded and sent with every request",
         lines=(7, 7),
         anchor='API_TOKEN = "sk_live_',
         problem="A live API token is hard-coded in the module and sent as an Authorization "
         "header with every request, to whatever base URL the updater was given.",
-        why="Everyone who can read the repository or its history holds the credential; "
-        "rotating it takes a commit; a test or a mistyped host receives it too.",
-        fix="Send no credential: DummyJSON's product routes need none. Where an API does, read "
-        "it from the environment through the settings, never commit it, and never log it.",
+        why="Everyone who can read the repository, a clone, a fork or its history holds the "
+        "credential, and deleting the line does not take it back: it stays in every commit "
+        "that had it. A test or a mistyped host receives it too.",
+        fix="Revoke and rotate it now, purge it from history (git filter-repo, then every clone "
+        "re-cloned), add secret scanning (a pre-commit hook and the host's push protection). "
+        "Then send no credential: DummyJSON's product routes need none. Where an API does, "
+        "read it from the environment through the settings, never commit it, never log it.",
         evidence=_test(
             "test_junior_hard_codes_a_token_and_sends_it_while_improved_sends_no_credential"
         ),
         rules=("S105",),
+        patch=(
+            Edit(1, 1, "import requests", ("import os", "import requests")),
+            Edit(7, 7, "API_TOKEN = ", ('API_TOKEN = os.environ.get("DUMMYJSON_TOKEN", "")',)),
+            Edit(
+                29,
+                29,
+                '"Authorization": "Bearer " + self.token}',
+                (
+                    '        headers = {"Content-Type": "application/json"}',
+                    "        if self.token:",
+                    '            headers["Authorization"] = "Bearer " + self.token',
+                ),
+            ),
+        ),
+    ),
+    Finding(
+        id="SEC-3",
+        category="security",
+        severity="high",
+        blocking=True,
+        label="issue",
+        title="The file's id chooses the endpoint that receives the token",
+        lines=(28, 28),
+        anchor='url = self.base_url + "/products/" + str(id)',
+        problem="The id from the updates file is pasted into the URL as it is, so the file "
+        "chooses the endpoint: an id of '../users/1' sends an authenticated PUT to /users/1.",
+        why="Whoever can write the updates file (an export, a spreadsheet, another team's job) "
+        "can make this job send its live token and a write of their choosing to any route of "
+        "the API: the HTTP client resolves the dot segments before the request leaves.",
+        fix="Accept only a positive integer id and build the path from it (or quote it with "
+        "safe=''); the improved UpdateRequest rejects anything else before any request.",
+        evidence=_test("test_junior_lets_the_file_choose_the_endpoint_that_gets_the_token"),
+        patch=(
+            Edit(
+                28,
+                28,
+                'url = self.base_url + "/products/"',
+                (
+                    "        if isinstance(id, bool) or not isinstance(id, int) or id < 1:",
+                    '            raise ValueError("not a product id: %r" % (id,))',
+                    '        url = self.base_url + "/products/" + str(id)',
+                ),
+            ),
+        ),
     ),
     Finding(
         id="SEC-2",
         category="security",
         severity="high",
-        lines=(37, 40),
+        blocking=True,
+        label="issue",
+        title="Failed attempts print the token, the payload and the response",
+        lines=(38, 40),
         anchor='print("Request headers: "',
         problem="Every failed attempt prints the request headers (bearer token included), the "
         "whole payload and the whole response body to stdout.",
@@ -142,11 +249,35 @@ FINDINGS: tuple[Finding, ...] = (
         evidence=_test(
             "test_junior_prints_token_payload_and_response_on_errors_while_improved_logs_neither"
         ),
+        patch=(Edit(38, 40, 'print("Request headers: "', ()),),
+    ),
+    Finding(
+        id="COR-10",
+        category="correctness",
+        severity="high",
+        blocking=True,
+        label="issue",
+        title="A redirected PUT is reported as updated",
+        lines=(33, 35),
+        anchor="if r.status_code == 200:",
+        problem="requests.put follows redirects and any final 200 counts as success: a 303 or "
+        "302 turns the PUT into a GET, a 301 re-sends it without its body, and the product "
+        "that comes back is printed as updated.",
+        why="A false success: the update never reached the API, yet the output says 'Updated "
+        "product 1' with the old title, and nobody re-runs it. A 307 or 308 re-sends the "
+        "payload to wherever the Location points.",
+        fix="Never follow redirects on a write (allow_redirects=False): a 3xx is a failure with "
+        "its reason, and so is an answer that is not the product just written.",
+        evidence=_test("test_a_redirected_put_is_reported_updated_by_the_junior_only"),
+        patch=(Edit(33, 33, "requests.put(url", (f"{PUT_LINE}, allow_redirects=False)",)),),
     ),
     Finding(
         id="COR-1",
         category="correctness",
-        severity="critical",
+        severity="high",
+        blocking=True,
+        label="issue",
+        title="No timeout: one stalled connection hangs the batch",
         lines=(33, 33),
         anchor="requests.put(url",
         problem="requests.put is called without a timeout.",
@@ -160,11 +291,45 @@ FINDINGS: tuple[Finding, ...] = (
             "test_junior_hangs_on_a_stalled_server_while_improved_gives_up_after_its_timeout"
         ),
         rules=("S113",),
+        patch=(Edit(33, 33, "requests.put(url", (f"{PUT_LINE}, timeout=(5, 30))",)),),
+    ),
+    Finding(
+        id="COR-9",
+        category="correctness",
+        severity="medium",
+        blocking=True,
+        label="issue",
+        title="An unreadable file is swallowed and the script exits 0",
+        lines=(16, 18),
+        anchor="except:",
+        problem="A missing or malformed updates file is swallowed by a bare `except:` that "
+        "returns [], and the script exits 0 even when no update went through.",
+        why="A scheduler sees success when nothing was updated; a bare except also swallows "
+        "KeyboardInterrupt; the file is opened without a context manager or an encoding.",
+        fix="Read the file with Path.read_text(encoding='utf-8'), report an unreadable or "
+        "malformed file in one line naming it and exit 2; exit 1 when any update failed.",
+        evidence=_test("test_junior_swallows_a_malformed_file_and_exits_0_while_improved_exits_2"),
+        rules=("E722", "SIM115", "PTH123", "TRY300"),
+        patch=(
+            Edit(
+                16,
+                18,
+                "except:",
+                (
+                    "    except (OSError, ValueError) as e:",
+                    '        print("Could not read %s: %s" % (filename, e), file=sys.stderr)',
+                    "        sys.exit(2)",
+                ),
+            ),
+        ),
     ),
     Finding(
         id="COR-2",
         category="correctness",
-        severity="high",
+        severity="medium",
+        blocking=True,
+        label="issue",
+        title="Every failure, bugs included, becomes None",
         lines=(41, 45),
         anchor="except Exception as e:",
         problem="Every failure (an HTTP error, a timeout, a bug in this very code) is caught by "
@@ -179,11 +344,219 @@ FINDINGS: tuple[Finding, ...] = (
             "test_junior_returns_none_for_every_failure_while_improved_returns_the_reason"
         ),
         rules=("BLE001",),
+        patch=(
+            Edit(
+                41,
+                41,
+                "except Exception as e:",
+                ("            except requests.RequestException as e:",),
+            ),
+        ),
+    ),
+    Finding(
+        id="COR-11",
+        category="correctness",
+        severity="medium",
+        blocking=True,
+        label="issue",
+        title="An unexpected 200 answer aborts the batch",
+        lines=(34, 35),
+        anchor="return r.json()",
+        problem="Whatever a 200 carries is returned as the updated product, unchecked: an answer "
+        'without a title (a gateway\'s {"message": "accepted"}) raises KeyError at line 54.',
+        why="The KeyError escapes update_products: the rest of the batch is abandoned after the "
+        "first odd answer, the results so far are lost, and the traceback points at a print.",
+        fix="Accept an answer only if it is the product written (an object with the id sent); "
+        "anything else is a failed result for that item and the batch goes on.",
+        evidence=_test("test_an_odd_200_answer_aborts_the_junior_batch_but_not_the_improved_one"),
+        patch=(
+            Edit(
+                35,
+                35,
+                "return r.json()",
+                (
+                    "                    product = r.json()",
+                    '                    if isinstance(product, dict) and product.get("id") == id:',
+                    "                        return product",
+                    '                    print("Unexpected answer for product " + str(id))',
+                ),
+            ),
+        ),
+    ),
+    Finding(
+        id="COR-6",
+        category="correctness",
+        severity="medium",
+        blocking=True,
+        label="issue",
+        title="An item missing a field aborts the batch",
+        lines=(50, 50),
+        anchor='u["title"], u["price"], u["description"]',
+        problem="An item without a title, price or description raises KeyError out of "
+        "update_products.",
+        why="The rest of the batch is abandoned half-way, the results gathered so far are lost "
+        "with the exception, and nothing says which item was bad.",
+        fix="Validate every item first; an invalid one becomes a failed result with its reason "
+        "and the others still run.",
+        evidence=_test(
+            "test_an_item_missing_a_field_aborts_the_junior_batch_but_not_the_improved_one"
+        ),
+        patch=(
+            Edit(
+                50,
+                50,
+                "result = self.update_product(",
+                (
+                    '            if not all(k in u for k in ("title", "price", "description")):',
+                    '                print("Skipping product " + str(id) + ": a field is missing")',
+                    "                continue",
+                    '            result = self.update_product(id, u["title"], u["price"], '
+                    'u["description"])',
+                ),
+            ),
+        ),
+    ),
+    Finding(
+        id="COR-5",
+        category="correctness",
+        severity="medium",
+        blocking=False,
+        label="suggestion",
+        title="Nothing is validated before it is sent",
+        lines=(27, 30),
+        anchor='data = {"title": title, "price": price',
+        problem="Nothing is validated: a negative or zero price, an empty title, a price given "
+        "as text, a non-positive id or a 10,000-character description go straight out.",
+        why="The server is the authority on what a product may hold, but DummyJSON, like many "
+        "APIs, answers 200 to a PUT with price -5: bad data is written and reported as "
+        "updated, and the error surfaces later, far from the input that caused it.",
+        fix="Parse each item into a frozen UpdateRequest that rejects a non-positive id or "
+        "price, more than two decimals, an empty title or an over-long description, with a "
+        "message naming the field, before any request is sent.",
+        evidence=_test(
+            "test_junior_sends_an_invalid_price_while_improved_rejects_it_before_sending"
+        ),
+        patch=(
+            Edit(
+                30,
+                30,
+                'data = {"title": title',
+                (
+                    "        if not str(title).strip() or not isinstance(price, (int, float)) "
+                    "or price <= 0:",
+                    '            raise ValueError("invalid update for product %s" % id)',
+                    '        data = {"title": title, "price": price, "description": description}',
+                ),
+            ),
+        ),
+    ),
+    Finding(
+        id="COR-4",
+        category="correctness",
+        severity="medium",
+        blocking=False,
+        label="suggestion",
+        title="Retry-After is ignored",
+        lines=(43, 44),
+        anchor="time.sleep(2)",
+        problem="After a 429 it waits a fixed 2 s and never reads Retry-After.",
+        why="DummyJSON answers 429 with Retry-After: 10 (100 requests per 10 s): three attempts "
+        "2 s apart all land inside the blocked window, so the update is lost while the log "
+        "says it was retried. No linter sees retry semantics.",
+        fix="Honour Retry-After (urllib3 Retry with respect_retry_after_header inside "
+        "DummyJsonClient, whose PacedRetry turns the wait into a pause of the client's "
+        "RequestPacer, so every worker waits, not only the one told), and stay under the limit "
+        "in the first place: the pacer spaces the requests of all workers to "
+        f"{DEFAULT_RATE_LIMIT:g} a second by default (--rate-limit / RATE_LIMIT).",
+        evidence=_test("test_junior_ignores_retry_after_while_improved_waits_as_the_server_asks"),
+        patch=(
+            Edit(
+                31,
+                32,
+                "for i in range(3):",
+                ("        for i in range(3):", "            wait = 2", "            try:"),
+            ),
+            Edit(
+                36,
+                36,
+                "else:",
+                (
+                    "                else:",
+                    '                    wait = float(r.headers.get("Retry-After", wait))',
+                ),
+            ),
+            Edit(
+                43,
+                44,
+                "time.sleep(2)",
+                (
+                    '            print("Retrying in %s seconds..." % wait)',
+                    "            time.sleep(wait)",
+                ),
+            ),
+        ),
+    ),
+    Finding(
+        id="COR-7",
+        category="correctness",
+        severity="medium",
+        blocking=False,
+        label="suggestion",
+        title="The caller's items lose their ids",
+        lines=(49, 49),
+        anchor='id = u.pop("id")',
+        problem="It pops 'id' out of the caller's dictionaries.",
+        why="Running the same batch again (the normal recovery after a crash, and safe because "
+        "PUT is idempotent) fails with KeyError: 'id', because the first run destroyed its "
+        "input. A rerun must send the same requests and reach the same state. The script "
+        "reads the file afresh each run, so only a caller that keeps the list is hit.",
+        fix="Treat input as read-only: build a new UpdateRequest from each item; the improved "
+        "updater sends identical PUTs on a rerun and leaves the items as they were.",
+        evidence=_test(
+            "test_rerunning_a_batch_crashes_the_junior_while_improved_repeats_the_same_requests"
+        ),
+        patch=(Edit(49, 49, 'id = u.pop("id")', ('            id = u["id"]',)),),
+    ),
+    Finding(
+        id="COR-8",
+        category="correctness",
+        severity="medium",
+        blocking=False,
+        label="suggestion",
+        title="Results leak between calls through a mutable default",
+        lines=(47, 47),
+        anchor="results=[]",
+        problem="The default `results=[]` is created once, when the class is defined, and shared "
+        "by every call.",
+        why="A second batch, even on a new ProductUpdater, returns the first batch's results as "
+        "well: counts are wrong, and products look updated that this run never touched. The "
+        "script calls it once per process, so a library caller is the one hit.",
+        fix="Build the result list inside the call; the improved update_many returns a new list "
+        "every time.",
+        evidence=_test(
+            "test_junior_results_leak_between_calls_via_a_mutable_default_but_not_improved"
+        ),
+        rules=("B006",),
+        patch=(
+            Edit(
+                47,
+                47,
+                "results=[]",
+                (
+                    "    def update_products(self, updates, results=None):",
+                    "        if results is None:",
+                    "            results = []",
+                ),
+            ),
+        ),
     ),
     Finding(
         id="COR-3",
         category="correctness",
-        severity="high",
+        severity="low",
+        blocking=False,
+        label="suggestion",
+        title="Client errors are retried",
         lines=(31, 36),
         anchor="if r.status_code == 200:",
         problem="Any status but 200 is sent again, three attempts in all, including 400 and 404, "
@@ -197,110 +570,80 @@ FINDINGS: tuple[Finding, ...] = (
             "test_junior_retries_a_client_error_while_improved_fails_once_with_the_message"
         ),
         rules=("B007", "PLR2004"),
-    ),
-    Finding(
-        id="COR-4",
-        category="correctness",
-        severity="high",
-        lines=(43, 44),
-        anchor="time.sleep(2)",
-        problem="After a 429 it waits a fixed 2 s and never reads Retry-After.",
-        why="DummyJSON answers 429 with Retry-After: 10 (100 requests per 10 s): three attempts "
-        "2 s apart all land inside the blocked window, so the update is lost while the log "
-        "says it was retried. No linter sees retry semantics.",
-        fix="Honour Retry-After (urllib3 Retry with respect_retry_after_header inside "
-        "DummyJsonClient, whose PacedRetry turns the wait into a pause of the client's "
-        "RequestPacer, so every worker waits, not only the one told), and stay under the limit "
-        "in the first place: the pacer spaces the requests of all workers to "
-        f"{DEFAULT_RATE_LIMIT:g} a second by default (--rate-limit / RATE_LIMIT).",
-        evidence=_test("test_junior_ignores_retry_after_while_improved_waits_as_the_server_asks"),
-    ),
-    Finding(
-        id="COR-5",
-        category="correctness",
-        severity="high",
-        lines=(27, 30),
-        anchor='data = {"title": title, "price": price',
-        problem="Nothing is validated: a negative or zero price, an empty title, a price given "
-        "as text, a non-positive id or a 10,000-character description go straight out.",
-        why="DummyJSON, like many APIs, answers 200 to a PUT with price -5, so bad data is "
-        "written and reported as updated; the error surfaces later, far from the input "
-        "that caused it.",
-        fix="Parse each item into a frozen UpdateRequest that rejects a non-positive id or "
-        "price, more than two decimals, an empty title or an over-long description, with a "
-        "message naming the field, before any request is sent.",
-        evidence=_test(
-            "test_junior_sends_an_invalid_price_while_improved_rejects_it_before_sending"
+        patch=(
+            Edit(
+                36,
+                36,
+                "else:",
+                (
+                    "                elif 400 <= r.status_code < 500 and r.status_code != 429:",
+                    '                    print("Product %s refused: %s" % (id, r.status_code))',
+                    "                    return None",
+                    "                else:",
+                ),
+            ),
         ),
     ),
     Finding(
-        id="COR-6",
+        id="COR-12",
         category="correctness",
-        severity="medium",
-        lines=(48, 50),
-        anchor='u["title"], u["price"], u["description"]',
-        problem="An item without a title, price or description raises KeyError out of "
-        "update_products.",
-        why="The rest of the batch is abandoned half-way, the results gathered so far are lost "
-        "with the exception, and nothing says which item was bad.",
-        fix="Validate every item first; an invalid one becomes a failed result with its reason "
-        "and the others still run.",
-        evidence=_test(
-            "test_an_item_missing_a_field_aborts_the_junior_batch_but_not_the_improved_one"
+        severity="low",
+        blocking=False,
+        label="suggestion",
+        title="A file that is not an array ends in a traceback",
+        lines=(13, 15),
+        anchor="updates = json.load(f)",
+        problem="The file's shape is never checked: one update written as an object instead of "
+        "an array of one is iterated key by key and ends in AttributeError: 'str' object has "
+        "no attribute 'pop'.",
+        why="A traceback that names neither the file nor what was expected, for the most "
+        "likely mistake in a hand-written updates file.",
+        fix="Check that the document is a JSON array and report anything else in one line "
+        "naming the file (exit 2), as load_updates does.",
+        evidence=_test("test_one_update_not_in_an_array_crashes_the_junior_but_not_the_improved"),
+        patch=(
+            Edit(
+                15,
+                15,
+                "return updates",
+                (
+                    "        if not isinstance(updates, list):",
+                    '            raise ValueError(filename + " must hold a JSON array of updates")',
+                    "        return updates",
+                ),
+            ),
         ),
     ),
     Finding(
-        id="COR-7",
-        category="correctness",
+        id="PERF-2",
+        category="performance",
         severity="medium",
-        lines=(49, 49),
-        anchor='id = u.pop("id")',
-        problem="It pops 'id' out of the caller's dictionaries.",
-        why="Running the same batch again (the normal recovery after a crash, and safe because "
-        "PUT is idempotent) fails with KeyError: 'id', because the first run destroyed its "
-        "input. A rerun must send the same requests and reach the same state.",
-        fix="Treat input as read-only: build a new UpdateRequest from each item; the improved "
-        "updater sends identical PUTs on a rerun and leaves the items as they were.",
+        blocking=False,
+        label="suggestion",
+        title="Serial, with a fixed sleep after each update",
+        lines=(56, 57),
+        anchor="time.sleep(0.5)",
+        problem="Updates go one at a time, with a fixed 0.5 s sleep after each.",
+        why="A batch takes n x (latency + 0.5 s): 1,000 updates spend over 8 minutes asleep. "
+        "The sleep is no rate limit either: it caps the client at 20 requests per 10 s where "
+        "DummyJSON allows 100, yet does nothing to space out retries.",
+        fix="A few worker threads (4 by default) sharing the client's RequestPacer, which spaces "
+        f"their requests to at most {DEFAULT_RATE_LIMIT:g} a second by default (--rate-limit / "
+        "RATE_LIMIT; DummyJSON allows 100 per 10 s) and pauses every worker when the server "
+        "sends Retry-After: as fast as the API allows and never faster. The first small step: "
+        "drop the fixed sleep and let Retry-After pace.",
         evidence=_test(
-            "test_rerunning_a_batch_crashes_the_junior_while_improved_repeats_the_same_requests"
+            "test_junior_runs_serially_with_sleeps_while_improved_runs_concurrently_in_limit"
         ),
-    ),
-    Finding(
-        id="COR-8",
-        category="correctness",
-        severity="medium",
-        lines=(47, 47),
-        anchor="results=[]",
-        problem="The default `results=[]` is created once, when the class is defined, and shared "
-        "by every call.",
-        why="A second batch, even on a new ProductUpdater, returns the first batch's results as "
-        "well: counts are wrong, and products look updated that this run never touched.",
-        fix="Build the result list inside the call; the improved update_many returns a new list "
-        "every time.",
-        evidence=_test(
-            "test_junior_results_leak_between_calls_via_a_mutable_default_but_not_improved"
-        ),
-        rules=("B006",),
-    ),
-    Finding(
-        id="COR-9",
-        category="correctness",
-        severity="medium",
-        lines=(10, 18),
-        anchor="except:",
-        problem="A missing or malformed updates file is swallowed by a bare `except:` that "
-        "returns [], and the script exits 0 even when no update went through.",
-        why="A scheduler sees success when nothing was updated; a bare except also swallows "
-        "KeyboardInterrupt; the file is opened without a context manager or an encoding.",
-        fix="Read the file with Path.read_text(encoding='utf-8'), report an unreadable or "
-        "malformed file in one line naming it and exit 2; exit 1 when any update failed.",
-        evidence=_test("test_junior_swallows_a_malformed_file_and_exits_0_while_improved_exits_2"),
-        rules=("E722", "SIM115", "PTH123", "TRY300"),
+        patch=(Edit(56, 57, "time.sleep(0.5)", ()),),
     ),
     Finding(
         id="PERF-1",
         category="performance",
-        severity="medium",
+        severity="low",
+        blocking=False,
+        label="suggestion",
+        title="A new connection per request",
         lines=(33, 33),
         anchor="requests.put(",
         problem="The module-level requests.put opens a new connection for every request: no "
@@ -311,29 +654,31 @@ FINDINGS: tuple[Finding, ...] = (
         fix="One requests.Session with a pooled adapter (DummyJsonClient), shared by the "
         "workers: as many connections as workers, each reused.",
         evidence=_test("test_junior_opens_a_connection_per_request_while_improved_reuses_a_few"),
-    ),
-    Finding(
-        id="PERF-2",
-        category="performance",
-        severity="medium",
-        lines=(56, 57),
-        anchor="time.sleep(0.5)",
-        problem="Updates go one at a time, with a fixed 0.5 s sleep after each.",
-        why="A batch takes n x (latency + 0.5 s): 1,000 updates spend over 8 minutes asleep. "
-        "The sleep is no rate limit either: it caps the client at 20 requests per 10 s where "
-        "DummyJSON allows 100, yet does nothing to space out retries.",
-        fix="A few worker threads (4 by default) sharing the client's RequestPacer, which spaces "
-        f"their requests to at most {DEFAULT_RATE_LIMIT:g} a second by default (--rate-limit / "
-        "RATE_LIMIT; DummyJSON allows 100 per 10 s) and pauses every worker when the server "
-        "sends Retry-After: as fast as the API allows and never faster.",
-        evidence=_test(
-            "test_junior_runs_serially_with_sleeps_while_improved_runs_concurrently_in_limit"
+        patch=(
+            Edit(
+                25,
+                25,
+                "self.token = token",
+                ("        self.token = token", "        self.session = requests.Session()"),
+            ),
+            Edit(
+                33,
+                33,
+                "requests.put(url",
+                (
+                    "                r = self.session.put("
+                    "url, data=json.dumps(data), headers=headers)",
+                ),
+            ),
         ),
     ),
     Finding(
         id="MNT-1",
         category="maintainability",
         severity="medium",
+        blocking=False,
+        label="suggestion",
+        title="One method does everything",
         lines=(27, 33),
         anchor="def update_product(self, id, title, price, description):",
         problem="URL building, credentials, payload, retry policy and the HTTP call sit in one "
@@ -350,10 +695,14 @@ FINDINGS: tuple[Finding, ...] = (
         id="MNT-2",
         category="maintainability",
         severity="low",
+        blocking=False,
+        label="question",
+        title="Settings are constants in the code",
         lines=(23, 23),
         anchor="base_url=BASE_URL",
-        problem="The base URL, the retry count (3), the retry delay (2 s) and the pacing (0.5 s) "
-        "are constants in the code, and the base URL default is bound once, at import.",
+        problem="Which environments must this run against? The base URL, the retry count (3), "
+        "the retry delay (2 s) and the pacing (0.5 s) are constants in the code, and the base "
+        "URL default is bound once, at import.",
         why="Pointing the job at a staging API or tuning it for a slower one takes a code "
         "change; the only override is a constructor argument the script itself never passes.",
         fix="Settings resolved once from flag > environment > .env > default (resolve_settings): "
@@ -365,6 +714,9 @@ FINDINGS: tuple[Finding, ...] = (
         id="MNT-3",
         category="maintainability",
         severity="low",
+        blocking=False,
+        label="suggestion",
+        title="print instead of logging and exit codes",
         lines=(51, 55),
         anchor='print("Failed to update product "',
         problem="Progress, errors and the summary all go to stdout through print.",
@@ -379,6 +731,9 @@ FINDINGS: tuple[Finding, ...] = (
         id="MNT-4",
         category="maintainability",
         severity="low",
+        blocking=False,
+        label="nitpick",
+        title="No type hints or docstrings",
         lines=(21, 23),
         anchor="class ProductUpdater:",
         problem="No type hints and no docstrings anywhere, module included (ruff also asks for a "
@@ -394,6 +749,9 @@ FINDINGS: tuple[Finding, ...] = (
         id="MNT-5",
         category="maintainability",
         severity="low",
+        blocking=False,
+        label="nitpick",
+        title="Style that hides intent",
         lines=(49, 51),
         anchor="if result == None:",
         problem="Style that hides intent: `id` shadows the builtin, `== None` instead of `is "
@@ -408,18 +766,76 @@ FINDINGS: tuple[Finding, ...] = (
     ),
 )
 
+PRAISE: tuple[Praise, ...] = (
+    Praise(
+        (48, 50),
+        "for u in updates:",
+        "One update after another, in file order: two updates of the same product land in "
+        "that order and the last one wins. The first version of the rewrite lost this when it "
+        "went concurrent; update_many now keeps each product's updates in file order.",
+    ),
+    Praise(
+        (31, 33),
+        "for i in range(3):",
+        "Failures are retried, and the request retried is a PUT, which is idempotent, so "
+        "sending it again is safe; the comment at line 56 shows the right instinct about not "
+        "hammering the API.",
+    ),
+    Praise(
+        (23, 25),
+        "def __init__(self, base_url=BASE_URL, token=API_TOKEN):",
+        "The base URL is a constructor parameter, so the updater can be pointed at a test "
+        "server: every demonstration in this review runs it that way, unchanged.",
+    ),
+)
+
 
 def ordered_findings(findings: Iterable[Finding] = FINDINGS) -> list[Finding]:
-    """Grouped by category (security first), most severe first within each."""
-    return sorted(
-        findings,
-        key=lambda f: (CATEGORIES.index(f.category), SEVERITIES.index(f.severity)),
-    )
+    """Blocking first, most severe first, and otherwise in the order of risk they are listed."""
+    return sorted(findings, key=lambda f: (not f.blocking, SEVERITIES.index(f.severity)))
 
 
 def covered_rules(findings: Iterable[Finding] = FINDINGS) -> set[str]:
     """Every ruff rule code some finding accounts for."""
     return {rule for finding in findings for rule in finding.rules}
+
+
+def patched_junior(finding: Finding, source: str | None = None) -> str:
+    """The junior file with ``finding.patch`` applied; ``StaleFinding`` if an edit drifted."""
+    lines = (JUNIOR_PATH.read_text(encoding="utf-8") if source is None else source).splitlines()
+    edits = sorted(finding.patch, key=lambda edit: edit.first)
+    for before, after in itertools.pairwise(edits):
+        if after.first <= before.last:
+            raise StaleFinding(
+                f"{finding.id}: edits at lines {before.first} and {after.first} overlap"
+            )
+    for edit in reversed(edits):  # bottom up, so earlier line numbers stay valid
+        if not 1 <= edit.first <= edit.last <= len(lines) or not any(
+            edit.anchor in line for line in lines[edit.first - 1 : edit.last]
+        ):
+            raise StaleFinding(
+                f"{finding.id}: lines {edit.first}-{edit.last} of {JUNIOR_NAME} no longer "
+                f"contain {edit.anchor!r}"
+            )
+        lines[edit.first - 1 : edit.last] = edit.new
+    return "\n".join(lines) + "\n"
+
+
+def fix_diff(finding: Finding) -> list[str]:
+    """The finding's small fix as a unified diff of the junior file, secrets masked."""
+    if not finding.patch:
+        return []
+    before = junior_lines()
+    after = patched_junior(finding).splitlines()
+    diff = difflib.unified_diff(
+        before, after, f"a/{JUNIOR_NAME}", f"b/{JUNIOR_NAME}", n=1, lineterm=""
+    )
+    return [redact(line) for line in diff]
+
+
+def changed_lines(diff: Sequence[str]) -> int:
+    """How many lines a unified diff removes or adds."""
+    return sum(1 for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -444,15 +860,25 @@ def junior_lines() -> list[str]:
 
 def quote(finding: Finding, lines: Sequence[str]) -> list[tuple[int, str]]:
     """The cited lines as (number, text), secrets masked; ``StaleFinding`` if they drifted."""
-    first, last = finding.lines
+    return _cited(finding.id, finding.lines, finding.anchor, lines)
+
+
+def _cited(
+    name: str, span: tuple[int, int], anchor: str, lines: Sequence[str]
+) -> list[tuple[int, str]]:
+    first, last = span
+    where = f"line {first}" if first == last else f"lines {first}-{last}"
     if not 1 <= first <= last <= len(lines):
-        raise StaleFinding(f"{finding.id}: {finding.where} is outside {JUNIOR_NAME}")
+        raise StaleFinding(f"{name}: {where} is outside {JUNIOR_NAME}")
     cited = lines[first - 1 : last]
-    if not any(finding.anchor in line for line in cited):
-        raise StaleFinding(
-            f"{finding.id}: {finding.where} of {JUNIOR_NAME} no longer contain {finding.anchor!r}"
-        )
+    if not any(anchor in line for line in cited):
+        raise StaleFinding(f"{name}: {where} of {JUNIOR_NAME} no longer contain {anchor!r}")
     return [(number, redact(text)) for number, text in enumerate(cited, first)]
+
+
+def quote_praise(praise: Praise, lines: Sequence[str]) -> list[tuple[int, str]]:
+    """The lines a praise cites, like ``quote``."""
+    return _cited(f"praise at {praise.where}", praise.lines, praise.anchor, lines)
 
 
 # The improved implementation, shown in the review from this file's own source.
@@ -466,6 +892,7 @@ def _improved_objects() -> list[Any]:
         UpdateResult,
         UpdateSummary,
         _echoed,
+        refuse_unconfirmed_writes,
         ProductUpdater,
         _given_id,
         load_updates,
@@ -481,22 +908,38 @@ def improved_source() -> list[tuple[str, int, int, str]]:
     return pieces
 
 
+def verdict_lines(findings: Sequence[Finding]) -> list[str]:
+    """What the review concludes, first: request changes, and the blocking findings by risk."""
+    blocking = ordered_findings(f for f in findings if f.blocking)
+    return [
+        f"Verdict: request changes. {len(blocking)} blocking findings must be fixed before this "
+        "merges, the most dangerous first: "
+        + "; ".join(f"{f.id} ({f.severity}): {f.title}" for f in blocking)
+        + ".",
+        "Today, before anything else: revoke and rotate the hard-coded live token, purge it "
+        "from the history and add secret scanning (SEC-1).",
+        "Each blocking finding comes with a small fix in the junior's own code, one short pull "
+        "request each; the improved implementation at the end is the reference they lead to.",
+    ]
+
+
 def summary_lines(findings: Sequence[Finding]) -> list[str]:
-    """The review's conclusion: counts, coverage, the verdict and the persistence note."""
+    """The review's conclusion: counts, coverage, the improved version and the persistence note."""
     severities = Counter(f.severity for f in findings)
     categories = Counter(f.category for f in findings)
     facts = sum(f.is_fact for f in findings)
+    blocking = sum(f.blocking for f in findings)
     return [
-        f"{len(findings)} findings: "
+        f"{len(findings)} findings, {blocking} blocking: "
         + ", ".join(f"{severities[s]} {s}" for s in SEVERITIES if severities[s])
         + f"; {facts} demonstrated by a test, {len(findings) - facts} labelled judgement.",
         "By category: " + ", ".join(f"{c} {categories[c]}" for c in CATEGORIES) + ".",
         "ruff --select ALL rules accounted for: " + ", ".join(sorted(covered_rules(findings))),
-        "Verdict: request changes. The batch can hang forever (COR-1), leaks a live token "
-        "(SEC-1, SEC-2) and loses failed updates without a trace (COR-2, COR-4); the improved "
-        "implementation fixes every finding. It paces its workers with the pipeline's shared "
-        f"DummyJsonClient (RequestPacer: {DEFAULT_RATE_LIMIT:g} requests a second by default, "
-        "and a Retry-After pauses every worker) rather than with a rate limiter of its own. "
+        "The improved implementation fixes every finding. It paces its workers with the "
+        "pipeline's shared DummyJsonClient (RequestPacer: "
+        f"{DEFAULT_RATE_LIMIT:g} requests a second by default, and a Retry-After pauses every "
+        "worker), keeps the updates of one product in file order, and reports a write as "
+        "updated only when the API answers 200 or 201 with the product as written. "
         "Try it: python code_review.py --apply updates.json --api-url URL.",
         f"Note: {NOT_PERSISTED}",
     ]
@@ -518,15 +961,26 @@ def render_text(lines: Sequence[str]) -> str:
     """The review as plain text for a terminal."""
     findings = ordered_findings()
     out = [f"Code review of {JUNIOR_NAME} ({len(lines)} lines)", ""]
-    for category in CATEGORIES:
-        out.append(category.upper())
-        for f in (f for f in findings if f.category == category):
-            head = f"[{f.id}] {f.severity}, {f.where}: {f.problem} — Why it matters: {f.why}"
+    out.extend(_wrap(line, "", "") for line in verdict_lines(findings))
+    for heading, blocking in (("BLOCKING", True), ("NON-BLOCKING", False)):
+        out.extend(("", heading))
+        for f in (f for f in findings if f.blocking is blocking):
+            head = (
+                f"[{f.id}] {f.comment_label}: {f.title} ({f.severity}, {f.category}, {f.where}). "
+                f"{f.problem} — Why it matters: {f.why}"
+            )
             out.append(_wrap(f"{head} — Fix: {f.fix}", first=""))
             out.extend(f"    {number:>4} | {text}" for number, text in quote(f, lines))
+            if f.blocking:
+                out.append("    small fix, a pull request of its own:")
+                out.extend(f"      {line}" for line in fix_diff(f))
             rules = f"; ruff: {', '.join(f.rules)}" if f.rules else ""
-            out.extend((_wrap(f"evidence: {f.evidence}{rules}"), ""))
-    out.append("IMPROVED IMPLEMENTATION (code_review.py)")
+            out.append(_wrap(f"evidence: {f.evidence}{rules}"))
+    out.extend(("", "PRAISE"))
+    for praise in PRAISE:
+        out.append(_wrap(f"praise: {praise.text} ({praise.where})", first=""))
+        out.extend(f"    {n:>4} | {text}" for n, text in quote_praise(praise, lines))
+    out.extend(("", "IMPROVED IMPLEMENTATION (code_review.py)"))
     for name, first, last, source in improved_source():
         out.extend((f"# --- {name}, code_review.py lines {first}-{last}", source, ""))
     out.append("SUMMARY")
@@ -538,12 +992,16 @@ def render_markdown(lines: Sequence[str]) -> str:
     """The review as Markdown, for a pull request."""
     findings = ordered_findings()
     out = [f"# Code review: `{JUNIOR_NAME}`", ""]
-    for category in CATEGORIES:
-        out.extend((f"## {category.capitalize()}", ""))
-        for f in (f for f in findings if f.category == category):
+    for n, line in enumerate(verdict_lines(findings)):
+        out.extend((f"**{line}**" if n == 0 else line, ""))
+    for heading, blocking in (("Blocking", True), ("Non-blocking", False)):
+        out.extend((f"## {heading}", ""))
+        for f in (f for f in findings if f.blocking is blocking):
             out.extend(
                 (
-                    f"### {f.id} ({f.severity}), {f.where}: {f.problem}",
+                    f"### {f.id} **{f.comment_label}:** {f.title}",
+                    "",
+                    f"{f.severity.capitalize()} {f.category}, {f.where}: {f.problem}",
                     "",
                     "```python",
                     *(f"{number:>4} | {text}" for number, text in quote(f, lines)),
@@ -556,7 +1014,15 @@ def render_markdown(lines: Sequence[str]) -> str:
             )
             if f.rules:
                 out.append("- **ruff:** " + ", ".join(f"`{rule}`" for rule in f.rules))
+            if f.blocking:
+                out.extend(("", "Small fix, a pull request of its own:", "", "```diff"))
+                out.extend((*fix_diff(f), "```"))
             out.append("")
+    out.extend(("## Praise", ""))
+    for praise in PRAISE:
+        out.extend((f"- **praise:** {praise.text} ({praise.where})", "", "  ```python"))
+        out.extend(f"  {n:>4} | {text}" for n, text in quote_praise(praise, lines))
+        out.extend(("  ```", ""))
     out.extend(("## Improved implementation", ""))
     for name, first, last, source in improved_source():
         out.extend((f"`{name}` (`code_review.py` lines {first}-{last}):", "", "```python"))
@@ -577,9 +1043,13 @@ def review_document(lines: Sequence[str]) -> dict[str, Any]:
     findings = ordered_findings()
     return {
         "file": JUNIOR_NAME,
+        "verdict": verdict_lines(findings),
         "findings": [
             {
                 "id": f.id,
+                "title": f.title,
+                "label": f.comment_label,
+                "blocking": f.blocking,
                 "category": f.category,
                 "severity": f.severity,
                 "lines": list(f.lines),
@@ -590,8 +1060,18 @@ def review_document(lines: Sequence[str]) -> dict[str, Any]:
                 "kind": "fact" if f.is_fact else "judgement",
                 "rules": list(f.rules),
                 "quote": [{"line": n, "text": text} for n, text in quote(f, lines)],
+                "diff": "\n".join(fix_diff(f)) if f.blocking else None,
             }
             for f in findings
+        ],
+        "praise": [
+            {
+                "label": "praise",
+                "lines": list(praise.lines),
+                "text": praise.text,
+                "quote": [{"line": n, "text": text} for n, text in quote_praise(praise, lines)],
+            }
+            for praise in PRAISE
         ],
         "improved": [
             {"name": name, "file": "code_review.py", "lines": [first, last], "source": source}
@@ -635,7 +1115,11 @@ class InvalidUpdateFile(PipelineError):
 
 
 def _shown(value: Any) -> str:
-    return f"{type(value).__name__} {excerpt(repr(value), 40)}"
+    try:
+        shown = repr(value)
+    except RecursionError:
+        shown = "(nested too deeply to show)"
+    return f"{type(value).__name__} {excerpt(shown, 40)}"
 
 
 @dataclass(frozen=True)
@@ -748,13 +1232,72 @@ class UpdateSummary:
         )
 
 
-def _echoed(document: Any, product_id: int) -> dict[str, Any]:
-    """The API's answer to a PUT, which must be the product with the id updated."""
-    if not isinstance(document, dict) or document.get("id") != product_id:
+def _echoed(document: Any, request: UpdateRequest) -> dict[str, Any]:
+    """The API's answer to a PUT, which must be the product updated, holding what was written.
+
+    DummyJSON answers a PUT with the product as updated. Anything else (another product, the
+    old values, a gateway's ``{"message": ...}``) means the write was not applied as sent.
+    """
+    if not isinstance(document, dict) or document.get("id") != request.product_id:
         raise UnexpectedPayload(
-            f"expected product {product_id} back, got {excerpt(repr(document), 80)}", url=""
+            f"expected product {request.product_id} back, got {excerpt(repr(document), 80)}",
+            url="",
+        )
+    written = {"title": request.title, "price": request.price, "description": request.description}
+    differing = [name for name, value in written.items() if _read_back(document.get(name)) != value]
+    if differing:
+        raise UnexpectedPayload(
+            f"product {request.product_id} came back without the values written "
+            f"({', '.join(differing)} differ)",
+            url="",
         )
     return document
+
+
+def _read_back(value: Any) -> Any:
+    """A value of an answer, with a price as an exact Decimal (as the request holds it)."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    return value
+
+
+class UnconfirmedWrite(requests.RequestException):
+    """A write answered by a redirect or a 2xx other than 200/201: it was not applied as sent.
+
+    A ``requests`` exception, raised from a session hook, so that ``DummyJsonClient`` reports
+    it like any failed request (an ``ApiError``); it never reaches a caller as itself.
+    """
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONFIRMED = frozenset({200, 201})  # the answers to a write that carry the product written
+
+
+def refuse_unconfirmed_writes(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A session response hook: a write is never redirected, and only 200/201 confirm it.
+
+    requests follows redirects on its own: a 303 or 302 turns a PUT into a GET, a 301 re-sends
+    it without its body, a 307 or 308 re-sends the body to wherever Location points. The hook
+    runs on each answer before requests resolves a redirect, so raising here means the write
+    follows none.
+    """
+    method = (response.request.method or "").upper()
+    status = response.status_code
+    if method in SAFE_METHODS or status >= 400 or status in CONFIRMED:
+        return  # reads may follow redirects; errors are the client's to report
+    response.close()
+    if 300 <= status < 400:
+        target = response.headers.get("Location", "no Location")
+        raise UnconfirmedWrite(
+            f"answered HTTP {status} {response.reason}, a redirect to {excerpt(target, 80)}; "
+            "a write never follows a redirect, so nothing was applied"
+        )
+    raise UnconfirmedWrite(
+        f"answered HTTP {status} {response.reason}; only 200 or 201 with the product written "
+        "confirms a write"
+    )
 
 
 class ProductUpdater:
@@ -775,6 +1318,10 @@ class ProductUpdater:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.client = client
         self.concurrency = concurrency
+        # Writes only: the client's session is left to follow redirects on reads.
+        hooks = client.session.hooks["response"]
+        if refuse_unconfirmed_writes not in hooks:
+            hooks.append(refuse_unconfirmed_writes)
 
     def update(self, request: UpdateRequest) -> UpdateResult:
         """Send one update; the API's refusal or silence is a failed result, a bug still raises."""
@@ -784,7 +1331,7 @@ class ProductUpdater:
                 "PUT",
                 f"/products/{request.product_id}",
                 payload=request.payload(),
-                expect=lambda document: _echoed(document, request.product_id),
+                expect=lambda document: _echoed(document, request),
             )
         except PipelineError as exc:
             log.warning("product %d not updated: %s", request.product_id, exc)
@@ -793,24 +1340,35 @@ class ProductUpdater:
         return UpdateResult(request.product_id, ok=True)
 
     def update_many(self, items: Iterable[Any]) -> list[UpdateResult]:
-        """One result per item, in input order; items are parsed, never modified."""
+        """One result per item, in input order; items are parsed, never modified.
+
+        Different products are updated concurrently; the updates of one product go one after
+        another in file order, so the last one in the file is the one that stays, as when the
+        file is applied line by line.
+        """
         items = list(items)
         results: dict[int, UpdateResult] = {}
-        valid: dict[int, UpdateRequest] = {}
+        by_product: dict[int, list[tuple[int, UpdateRequest]]] = {}
         for index, item in enumerate(items):
             try:
-                valid[index] = (
-                    item if isinstance(item, UpdateRequest) else UpdateRequest.from_dict(item)
-                )
+                request = item if isinstance(item, UpdateRequest) else UpdateRequest.from_dict(item)
             except InvalidUpdate as exc:
                 log.warning("item %d rejected: %s", index + 1, exc)
                 results[index] = UpdateResult(_given_id(item), ok=False, reason=f"invalid: {exc}")
-        if valid:
-            workers = min(self.concurrency, len(valid))
+                continue
+            by_product.setdefault(request.product_id, []).append((index, request))
+        if by_product:
+            workers = min(self.concurrency, len(by_product))
             with ThreadPoolExecutor(workers, thread_name_prefix="update") as pool:
-                done = pool.map(self.update, valid.values())
-                results.update(zip(valid, done, strict=True))
+                for done in pool.map(self._update_in_order, by_product.values()):
+                    results.update(done)
         return [results[index] for index in range(len(items))]
+
+    def _update_in_order(
+        self, queue: Sequence[tuple[int, UpdateRequest]]
+    ) -> dict[int, UpdateResult]:
+        """One product's updates, each sent once the one before it was answered."""
+        return {index: self.update(request) for index, request in queue}
 
 
 def _given_id(item: Any) -> int | None:
@@ -831,6 +1389,10 @@ def load_updates(path: Path) -> list[Any]:
         document = json.loads(text, parse_float=Decimal)
     except ValueError as exc:
         raise InvalidUpdateFile(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidUpdateFile(
+            f"{path}: nested too deeply to read (an update is one flat object)"
+        ) from None
     if not isinstance(document, list):
         raise InvalidUpdateFile(
             f"{path}: expected a JSON array of updates, got {type(document).__name__}"
