@@ -42,15 +42,15 @@ from etl.errors import (
     ExtractionIncomplete,
     InvalidProduct,
     PipelineError,
+    UnexpectedPayload,
     excerpt,
     exit_code,
     failure_message,
 )
 from etl.fields import (
     FIVE,
-    INT32,
     ZERO,
-    is_int,
+    is_product_id,
     valid_decimal,
     valid_integer,
     valid_list,
@@ -58,8 +58,9 @@ from etl.fields import (
     valid_text,
     valid_timestamp,
 )
-from etl.runs import RunStats, recorded_run, rejection_row
+from etl.runs import RunStats, exit_process, recorded_run, rejection_row, stop_on_sigterm
 from etl.settings import (
+    DEFAULT_MAX_PAGES,
     Settings,
     add_settings_arguments,
     configure_logging,
@@ -92,6 +93,7 @@ class Extraction:
     total: int | None = None
     pages: int = 0
     received: int = 0  # products yielded, after dropping repeats
+    unidentified: int = 0  # products without a readable id: no stored product may be deleted
     duplicates: int = 0
     total_changes: int = 0
     shifts: int = 0
@@ -108,7 +110,10 @@ class Extraction:
         reason = self.incomplete_reason()
         seen = f"{self.received} of {self.total} products in {self.pages} pages"
         repeats = f", {self.duplicates} repeats dropped" if self.duplicates else ""
-        return f"complete, {seen}{repeats}" if reason is None else f"INCOMPLETE ({reason}), {seen}"
+        unread = f", {self.unidentified} without a readable id" if self.unidentified else ""
+        if reason is None:
+            return f"complete, {seen}{repeats}{unread}"
+        return f"INCOMPLETE ({reason}), {seen}{unread}"
 
     def incomplete_reason(self) -> str | None:
         """Why the extraction cannot be trusted to be the whole catalog, or None."""
@@ -122,16 +127,50 @@ class Extraction:
             return f"saw {self.received} distinct products, the API announced {self.total}"
         return None
 
+    def deletion_blocker(self) -> str | None:
+        """Why no stored product may be deleted: an incomplete picture, or a product that
+        came without a readable id (it may be a stored product, which must not look stale)."""
+        reason = self.incomplete_reason()
+        if reason is None and self.unidentified:
+            reason = (
+                f"{self.unidentified} product(s) came without a readable id (see "
+                "rejected_records), so a stored product may only look missing"
+            )
+        return reason
 
-def page_plan(total: int, page_size: int) -> list[tuple[int, int]]:
+
+def page_plan(
+    total: int, page_size: int, max_pages: int = DEFAULT_MAX_PAGES, start: int | None = None
+) -> Iterator[tuple[int, int]]:
     """The ``(skip, limit)`` of every page after the first, each overlapping the one before.
 
     Each page starts one product early, so its first product should be the previous page's
     last. If it is not, the catalog shifted between the two requests and a product may have
     been skipped: the overlap makes that visible, where counting alone could not see a deletion
-    and an insertion that cancel out.
+    and an insertion that cancel out. ``start`` is how many products the first page held
+    (``page_size`` unless the server caps its pages). The plan is lazy, and a total that would
+    take more than ``max_pages`` pages is refused before any is asked for: it is the API's word.
     """
-    return [(skip - 1, page_size + 1) for skip in range(page_size, total, page_size)]
+    pages = -(-total // page_size) if total > 0 else 1
+    if total < 0 or pages > max_pages:
+        raise UnexpectedPayload(
+            f"the API announced a total of {total} products, {pages} pages of {page_size}: "
+            f"not a catalog this run will page through (--max-pages {max_pages})",
+            url="",
+        )
+    first = page_size if start is None else start
+    return ((skip - 1, page_size + 1) for skip in range(first, total, page_size))
+
+
+def plan_after(first: Page, page_size: int, max_pages: int) -> Iterator[tuple[int, int]]:
+    """The pages after ``first``. Fewer products than asked for, short of the total, means the
+    server caps its pages (many APIs do): later pages then ask for no more than that cap,
+    overlap included, instead of misreading every short page as a shifted catalog."""
+    returned = len(first.products)
+    if page_size <= returned or first.total <= returned or returned < 2:
+        return page_plan(first.total, page_size, max_pages)
+    log.info("the API returns at most %d products a page; paging with that", returned)
+    return page_plan(first.total, returned - 1, max_pages, start=returned)
 
 
 def iter_products(
@@ -140,6 +179,7 @@ def iter_products(
     extraction: Extraction | None = None,
     *,
     concurrency: int = 1,
+    max_pages: int = DEFAULT_MAX_PAGES,
 ) -> Iterator[dict[str, Any]]:
     """Yield every product of ``/products`` in id order, a few pages in memory at a time.
 
@@ -147,12 +187,13 @@ def iter_products(
     and yielded in order. A product whose id is not above the last one yielded is a repeat
     (the catalog shifted forward) and is dropped. ``extraction`` records whether the picture
     is complete: every page fetched, no shift seen between pages, the total never changed and
-    the products seen equal to it. Only then may a sync delete what it did not see.
+    the products seen equal to it. Only then, and if every product had a readable id, may a
+    sync delete what it did not see.
     """
     state = extraction if extraction is not None else Extraction()
     first = client.fetch_page(0, page_size)
     state.total = first.total
-    rest = fetch_pages_in_order(client, page_plan(first.total, page_size), concurrency)
+    rest = fetch_pages_in_order(client, plan_after(first, page_size, max_pages), concurrency)
     last_id = 0
     for page in itertools.chain([first], rest):
         state.pages += 1
@@ -165,7 +206,9 @@ def iter_products(
             break  # an empty page ends paging; _check_page noted it if it came too early
         for index, product in enumerate(page.products):
             product_id = product.get("id") if isinstance(product, dict) else None
-            if is_int(product_id):
+            if not is_product_id(product_id):
+                state.unidentified += 1  # yielded all the same: the run sets it aside, with why
+            else:
                 if product_id <= last_id:
                     expected_overlap = overlapping and index == 0 and product_id == last_id
                     state.duplicates += 0 if expected_overlap else 1
@@ -205,6 +248,7 @@ class ProductRows:
     tags: list[dict[str, Any]]
     images: list[dict[str, Any]]
     reviews: list[dict[str, Any]]
+    normalised: list[str] = field(default_factory=list)  # fields whose float noise was rounded
 
     @property
     def id(self) -> int:
@@ -246,7 +290,7 @@ def transform_product(raw: Any, content_hash: int | None = None) -> ProductRows:
     if not isinstance(raw, dict):
         raise InvalidProduct(f"expected a product object, got {type(raw).__name__}")
     product_id = raw.get("id")
-    if not is_int(product_id) or product_id <= 0 or product_id > INT32[1]:
+    if not is_product_id(product_id):
         raise InvalidProduct(
             f"id: expected a positive integer, got {excerpt(repr(product_id), 60)}"
         )
@@ -263,17 +307,26 @@ def _flatten(raw: Mapping[str, Any], product_id: int, content_hash: int) -> Prod
     """The rows of a product whose id is already known to be valid."""
     dimensions = valid_object(raw.get("dimensions"), "dimensions")
     meta = valid_object(raw.get("meta"), "meta")
+    noise: list[str] = []
     product: dict[str, Any] = {
         "id": product_id,
         "title": valid_text(raw.get("title"), "title", required=True),
-        "price": valid_decimal(raw.get("price"), "price", 12, 2, ZERO, required=True),
+        "price": valid_decimal(
+            raw.get("price"), "price", 12, 2, ZERO, required=True, normalised=noise
+        ),
         "stock": valid_integer(raw.get("stock"), "stock"),
         "minimum_order_quantity": valid_integer(
             raw.get("minimumOrderQuantity"), "minimumOrderQuantity"
         ),
-        "width": valid_decimal(dimensions.get("width"), "dimensions.width", 10, 2, ZERO),
-        "height": valid_decimal(dimensions.get("height"), "dimensions.height", 10, 2, ZERO),
-        "depth": valid_decimal(dimensions.get("depth"), "dimensions.depth", 10, 2, ZERO),
+        "width": valid_decimal(
+            dimensions.get("width"), "dimensions.width", 10, 2, ZERO, normalised=noise
+        ),
+        "height": valid_decimal(
+            dimensions.get("height"), "dimensions.height", 10, 2, ZERO, normalised=noise
+        ),
+        "depth": valid_decimal(
+            dimensions.get("depth"), "dimensions.depth", 10, 2, ZERO, normalised=noise
+        ),
         "created_at": valid_timestamp(meta.get("createdAt"), "meta.createdAt"),
         "updated_at": valid_timestamp(meta.get("updatedAt"), "meta.updatedAt"),
         "barcode": valid_text(meta.get("barcode"), "meta.barcode", 64),
@@ -283,7 +336,9 @@ def _flatten(raw: Mapping[str, Any], product_id: int, content_hash: int) -> Prod
     for key, column, max_length in _TEXT_FIELDS:
         product[column] = valid_text(raw.get(key), key, max_length)
     for key, column, precision, scale, low, high in _DECIMAL_FIELDS:
-        product[column] = valid_decimal(raw.get(key), key, precision, scale, low, high)
+        product[column] = valid_decimal(
+            raw.get(key), key, precision, scale, low, high, normalised=noise
+        )
     tags = [
         {
             "product_id": product_id,
@@ -301,13 +356,13 @@ def _flatten(raw: Mapping[str, Any], product_id: int, content_hash: int) -> Prod
         for i, url in enumerate(valid_list(raw.get("images"), "images"))
     ]
     reviews = [
-        _review_row(review, product_id, i)
+        _review_row(review, product_id, i, noise)
         for i, review in enumerate(valid_list(raw.get("reviews"), "reviews"))
     ]
-    return ProductRows(product=product, tags=tags, images=images, reviews=reviews)
+    return ProductRows(product, tags, images, reviews, normalised=noise)
 
 
-def _review_row(review: Any, product_id: int, position: int) -> dict[str, Any]:
+def _review_row(review: Any, product_id: int, position: int, noise: list[str]) -> dict[str, Any]:
     """One review as a row; reviews have no natural key, so position identifies them."""
     try:
         # Field names relative to the review; the path is added only if one fails (building
@@ -316,7 +371,9 @@ def _review_row(review: Any, product_id: int, position: int) -> dict[str, Any]:
         return {
             "product_id": product_id,
             "position": position,
-            "rating": valid_decimal(fields.get("rating"), ".rating", 3, 2, ZERO, FIVE),
+            "rating": valid_decimal(
+                fields.get("rating"), ".rating", 3, 2, ZERO, FIVE, normalised=noise
+            ),
             "comment": valid_text(fields.get("comment"), ".comment"),
             "date": valid_timestamp(fields.get("date"), ".date"),
             "reviewer_name": valid_text(fields.get("reviewerName"), ".reviewerName"),
@@ -351,6 +408,7 @@ def load_products(
             stats.rejected += 1
             conn.execute(insert(RejectedRecord), [rejection_row(run_id, raw, exc)])
             continue
+        stats.normalised += bool(rows.normalised)
         batch.append(rows)
         if len(batch) >= batch_size:
             stats.inserted += insert_rows(conn, batch)
@@ -379,10 +437,14 @@ def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extr
         write_transaction(engine) as conn,
     ):
         products = iter_products(
-            client, settings.page_size, extraction, concurrency=settings.concurrency
+            client,
+            settings.page_size,
+            extraction,
+            concurrency=settings.concurrency,
+            max_pages=settings.max_pages,
         )
         load_products(conn, products, run.id, run.stats)
-        reason = extraction.incomplete_reason()
+        reason = extraction.deletion_blocker()
         if reason:
             raise ExtractionIncomplete(f"extraction incomplete, catalog left as it was: {reason}")
     return run.stats, extraction
@@ -401,10 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = resolve_settings(args)
         configure_logging(settings.verbose)
-        log.info("api %s -> database %s", settings.api_url, mask_url(settings.database_url))
+        log.info(
+            "api %s -> database %s", mask_url(settings.api_url), mask_url(settings.database_url)
+        )
         engine = open_database(settings)
-        stats, _ = run_full_refresh(settings, engine)
-    except (PipelineError, SQLAlchemyError) as exc:
+        with stop_on_sigterm():
+            stats, _ = run_full_refresh(settings, engine)
+    except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
         print(f"error: {failure_message(exc)}", file=sys.stderr)
         return exit_code(exc)
     engine.dispose()
@@ -412,8 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"loaded {stats.inserted} products, rejected {stats.rejected}, "
         f"{stats.pages} pages in {stats.seconds:.1f} s"
     )
+    if stats.normalised:
+        print(f"float noise rounded to cents in {stats.normalised} product(s)")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -260,11 +260,23 @@ CATALOG_TABLES = ("products", "product_tags", "product_images", "reviews")
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to print or log."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable database URL>"
+    """The URL with the secret of its user information replaced by ``***``, safe to print.
+
+    Everything between the scheme and the last ``@`` (before any query or fragment) counts as
+    user information, so an unescaped ``@`` inside a password (which should be written ``%40``)
+    cannot leak the password's tail. A user name before the first ``:`` is kept; a token alone
+    (``https://token@host``) is masked whole.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    authority_and_path = rest.split("?", 1)[0].split("#", 1)[0]
+    at = authority_and_path.rfind("@")
+    if at < 0:
+        return url
+    user, colon, _ = authority_and_path[:at].partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return f"{scheme}://{masked}{rest[at:]}"
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -48,7 +48,6 @@ from etl.catalog import CatalogIndex, Change, SkuRegistry, read_catalog
 from etl.client import DummyJsonClient
 from etl.decoding import content_hash
 from etl.errors import (
-    ConfigError,
     InvalidProduct,
     PipelineError,
     SyncAborted,
@@ -56,10 +55,20 @@ from etl.errors import (
     failure_message,
 )
 from etl.fields import is_int
-from etl.runs import RunStats, RunStatus, format_history, recorded_run, rejection_row
+from etl.runs import (
+    RunStats,
+    RunStatus,
+    exit_process,
+    format_history,
+    recorded_run,
+    rejection_row,
+    stop_on_sigterm,
+)
 from etl.settings import (
+    MAX_SECONDS,
     Settings,
     add_settings_arguments,
+    check_range,
     configure_logging,
     open_database,
     resolve_settings,
@@ -92,6 +101,8 @@ class SyncReport:
     stats: RunStats
     deletion: str = ""
     extraction: str = ""
+    deferred: str | None = None  # why deletions wait for a later run (the run is partial)
+    stale_kept: int = 0  # stored products that keep their previous version: the new one was bad
     samples: dict[str, list[int]] = field(
         default_factory=lambda: {"inserted": [], "updated": [], "deleted": []}
     )
@@ -178,8 +189,10 @@ def _stream(
             skus.claim(rows.id, rows.product["sku"])
         except InvalidProduct as exc:
             stats.rejected += 1
+            report.stale_kept += change is Change.CHANGED
             batch.rejected.append(rejection_row(run_id, raw, exc))
             continue
+        stats.normalised += bool(rows.normalised)
         if change is Change.NEW:
             stats.inserted += 1
             batch.new.append(rows)
@@ -203,6 +216,11 @@ def _stale_products(
     reason = extraction.incomplete_reason()
     if reason:
         raise SyncAborted(f"extraction incomplete, nothing deleted or changed: {reason}")
+    blocker = extraction.deletion_blocker()
+    if blocker:
+        report.deferred = f"deletions deferred: {blocker}"
+        report.deletion = f"stale products: none removed, {report.deferred}"
+        return []
     stale = index.unseen_ids()
     limit = options.max_delete_fraction * len(index)
     if stale and len(stale) > limit and not options.allow_mass_delete:
@@ -272,6 +290,8 @@ def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncRe
             options.progress,
         )
         report = sync_products(conn, products, extraction, run.id, options, run.stats)
+        if report.deferred:
+            run.status, run.note = RunStatus.PARTIAL, report.deferred
         if options.dry_run:
             run.status = RunStatus.DRY_RUN
             conn.rollback()
@@ -308,6 +328,13 @@ def format_summary(report: SyncReport, dry_run: bool) -> str:
         lines.append(f"  {label:<20}{value:>10}")
     lines.append(f"  extraction: {report.extraction}")
     lines.append(f"  {report.deletion}")
+    if stats.normalised:
+        lines.append(f"  float noise rounded to cents in {stats.normalised} product(s)")
+    if report.stale_kept:
+        lines.append(
+            f"  {report.stale_kept} stored product(s) keep their previous version: "
+            "the API's new one was rejected (see rejected_records)"
+        )
     if dry_run:
         for action, ids in report.samples.items():
             if ids:
@@ -361,10 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = resolve_settings(args)
-        if not 0 <= args.max_delete_fraction <= 1:
-            raise ConfigError(
-                f"--max-delete-fraction: expected 0..1, got {args.max_delete_fraction}"
-            )
+        check_range("--max-delete-fraction", args.max_delete_fraction, 0, 1, low_open=False)
+        check_range("--lock-timeout", args.lock_timeout, 0, MAX_SECONDS)
+        if args.history is not None:
+            check_range("--history", args.history, 1, 10_000)
         configure_logging(settings.verbose)
         options = SyncOptions(
             delete_stale=not args.no_delete,
@@ -378,9 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.history is not None:
             print(format_history(engine, args.history))
             return 0
-        log.info("sync %s -> %s", settings.api_url, mask_url(settings.database_url))
-        report = run_sync(settings, engine, options)
-    except (PipelineError, SQLAlchemyError) as exc:
+        log.info("sync %s -> %s", mask_url(settings.api_url), mask_url(settings.database_url))
+        with stop_on_sigterm():
+            report = run_sync(settings, engine, options)
+    except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
         print(f"error: {failure_message(exc)}", file=sys.stderr)
         return exit_code(exc)
     engine.dispose()
@@ -389,4 +417,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

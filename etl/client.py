@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,15 +17,20 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 
 from etl.decoding import decode_json
-from etl.errors import ApiError, UnexpectedPayload, excerpt
+from etl.errors import ApiError, Interrupted, UnexpectedPayload, excerpt
 from etl.pacing import MAX_SERVER_PAUSE, PacedRetry, RequestPacer
-from etl.settings import DEFAULT_API_URL, Settings
+from etl.settings import DEFAULT_API_URL, DEFAULT_MAX_RESPONSE_MB, Settings
+from models import mask_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = "products-etl/1.0 (+https://github.com/products-etl; python-requests)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # may follow redirects; writes never do
+CONFIRMED_WRITE = frozenset({200, 201})  # the answers to a write that carry what was written
+CHUNK_BYTES = 64 * 1024  # a body is read (and decompressed) this much at a time
+REQUEST_DEADLINE_READS = 4  # default deadline of one response: this many read timeouts
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,20 @@ class DummyJsonClient:
         backoff_factor: float = 0.5,
         pool_size: int = 10,
         rate_limit: float = 0.0,
+        request_deadline: float | None = None,
+        max_run_seconds: float = 0.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_MB * 2**20,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.max_retries = max_retries
         self.backoff_factor = backoff_factor
-        self.pacer = RequestPacer(rate_limit)
+        self.request_deadline = request_deadline or REQUEST_DEADLINE_READS * read_timeout
+        self.run_deadline = time.monotonic() + max_run_seconds if max_run_seconds else None
+        self.max_run_seconds = max_run_seconds
+        self.max_response_bytes = max_response_bytes
+        self.cancelled = threading.Event()
+        self.pacer = RequestPacer(rate_limit, cancelled=self.cancelled)
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
         retry = PacedRetry(
@@ -89,6 +103,9 @@ class DummyJsonClient:
             max_retries=settings.max_retries,
             pool_size=max(settings.concurrency, 1),
             rate_limit=settings.rate_limit,
+            request_deadline=settings.request_deadline,
+            max_run_seconds=settings.max_run_seconds,
+            max_response_bytes=int(settings.max_response_mb * 2**20),
         )
 
     def __enter__(self) -> DummyJsonClient:
@@ -100,6 +117,10 @@ class DummyJsonClient:
     def close(self) -> None:
         """Release the pooled connections."""
         self.session.close()
+
+    def cancel(self) -> None:
+        """Make every request in flight, and every later one, stop at its next chance."""
+        self.cancelled.set()
 
     def request_json(
         self,
@@ -118,48 +139,53 @@ class DummyJsonClient:
         url = f"{self.base_url}{path}"
         if params:
             url = f"{url}?{urlencode(params)}"
+        shown = mask_url(url)
         for attempt in range(self.max_retries + 1):
             try:
-                return expect(self._request_once(method, url, payload))
+                return expect(self._request_once(method, url, shown, payload))
             except UnexpectedPayload as exc:
-                exc.url = url
+                exc.url = shown
                 if attempt == self.max_retries:
                     raise UnexpectedPayload(
-                        f"{method} {url}: {exc} (after {attempt + 1} attempts)",
-                        url=url,
+                        f"{method} {shown}: {exc} (after {attempt + 1} attempts)",
+                        url=shown,
                         status=exc.status,
                     ) from exc
                 delay = self.backoff_factor * 2**attempt
-                log.warning("%s %s: %s; retrying in %.1f s", method, url, exc, delay)
-                time.sleep(delay)
+                log.warning("%s %s: %s; retrying in %.1f s", method, shown, exc, delay)
+                self._check_deadlines(method, shown)
+                if self.cancelled.wait(delay):
+                    raise Interrupted(f"{method} {shown}: cancelled") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _request_once(self, method: str, url: str, payload: Any) -> Any:
+    def _request_once(self, method: str, url: str, shown: str, payload: Any) -> Any:
         """One request (urllib3 retries included); broken bodies raise ``UnexpectedPayload``."""
+        self._check_deadlines(method, shown)
         self.pacer.wait_turn()
         try:
             # stream=True: the body is read below, so a body that breaks off is told apart
-            # from a request that never got an answer.
+            # from a request that never got an answer. A write never follows a redirect:
+            # requests would turn a PUT into a GET on a 302/303 and drop its body on a 301,
+            # and the product that came back would look updated.
             response = self.session.request(
-                method, url, json=payload, timeout=self.timeout, stream=True
+                method,
+                url,
+                json=payload,
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=method in SAFE_METHODS,
             )
         except requests.RequestException as exc:
-            raise ApiError(f"{method} {url} failed: {_root_cause(exc)}", url=url) from exc
+            raise ApiError(f"{method} {shown} failed: {_root_cause(exc)}", url=shown) from exc
         self.pacer.observe(response.headers)
         with response:
-            try:
-                body = response.content
-            except requests.RequestException as exc:
-                raise UnexpectedPayload(
-                    f"the body broke off ({type(exc).__name__})",
-                    url=url,
-                    status=response.status_code,
-                ) from exc
+            _refuse_unconfirmed_write(method, shown, response)
+            body = self._read_body(method, shown, response)
         if response.status_code >= 400:
             retried = " after retries" if response.status_code in RETRY_STATUSES else ""
             raise ApiError(
-                f"{method} {url} failed: HTTP {response.status_code}{retried}: {excerpt(body)}",
-                url=url,
+                f"{method} {shown} failed: HTTP {response.status_code}{retried}: {excerpt(body)}",
+                url=shown,
                 status=response.status_code,
             )
         try:
@@ -167,15 +193,61 @@ class DummyJsonClient:
         except RecursionError:
             raise UnexpectedPayload(
                 "expected a JSON document, got one nested too deeply to decode",
-                url=url,
+                url=shown,
                 status=response.status_code,
             ) from None
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
+            # ArithmeticError: a number such as 1e99999999999999999999 that Decimal refuses.
             raise UnexpectedPayload(
-                f"expected a JSON document, got {excerpt(body)!r} ({exc})",
-                url=url,
+                f"expected a JSON document, got {excerpt(body)!r} ({exc.__class__.__name__}: "
+                f"{excerpt(str(exc), 120)})",
+                url=shown,
                 status=response.status_code,
             ) from exc
+
+    def _read_body(self, method: str, shown: str, response: requests.Response) -> bytes:
+        """The decompressed body, read within the response's deadline and size cap."""
+        deadline = time.monotonic() + self.request_deadline
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise ApiError(
+                        f"{method} {shown} failed: the response is larger than "
+                        f"{self.max_response_bytes / 2**20:g} MiB once decompressed "
+                        "(--max-response-mb); not read further",
+                        url=shown,
+                        status=response.status_code,
+                    )
+                if time.monotonic() > deadline:
+                    raise UnexpectedPayload(
+                        f"the response took longer than {self.request_deadline:g} s "
+                        "(--request-deadline) and was abandoned",
+                        url=shown,
+                        status=response.status_code,
+                    )
+                self._check_deadlines(method, shown)
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise UnexpectedPayload(
+                f"the body broke off ({type(exc).__name__})",
+                url=shown,
+                status=response.status_code,
+            ) from exc
+        return b"".join(chunks)
+
+    def _check_deadlines(self, method: str, shown: str) -> None:
+        """Stop when the client was cancelled or the run's deadline has passed."""
+        if self.cancelled.is_set():
+            raise Interrupted(f"{method} {shown}: cancelled")
+        if self.run_deadline is not None and time.monotonic() > self.run_deadline:
+            raise ApiError(
+                f"{method} {shown} stopped: the run took longer than {self.max_run_seconds:g} s "
+                "(--max-run-seconds)",
+                url=shown,
+            )
 
     def fetch_page(self, skip: int, limit: int) -> Page:
         """``GET /products?limit=&skip=``, checked to hold a product list and a total."""
@@ -213,6 +285,21 @@ def _root_cause(exc: BaseException) -> str:
     return f"{text}{retries}"
 
 
+def _refuse_unconfirmed_write(method: str, shown: str, response: requests.Response) -> None:
+    """A write answered with a redirect, or a success other than 200/201, was not applied."""
+    status = response.status_code
+    if method in SAFE_METHODS or status >= 400 or status in CONFIRMED_WRITE:
+        return
+    where = response.headers.get("Location", "")
+    redirect = f", a redirect to {mask_url(excerpt(where, 80))}" if response.is_redirect else ""
+    raise ApiError(
+        f"{method} {shown} failed: HTTP {status} {response.reason}{redirect}; "
+        "the write was not confirmed, so it is not reported as applied",
+        url=shown,
+        status=status,
+    )
+
+
 def _object_document(document: Any) -> dict[str, Any]:
     """The document itself if it is a JSON object."""
     if not isinstance(document, dict):
@@ -238,7 +325,7 @@ def _page_from_document(document: Any, skip: int) -> Page:
 
 
 def fetch_pages_in_order(
-    client: DummyJsonClient, plan: Sequence[tuple[int, int]], concurrency: int
+    client: DummyJsonClient, plan: Iterable[tuple[int, int]], concurrency: int
 ) -> Iterator[Page]:
     """Fetch the planned ``(skip, limit)`` pages, at most ``concurrency`` in flight, in order."""
     if concurrency <= 1:
@@ -254,5 +341,13 @@ def fetch_pages_in_order(
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except GeneratorExit:
+        pool.shutdown(wait=False, cancel_futures=True)  # the caller stopped early (empty page)
+        raise
+    except BaseException:
+        # A failed page, Ctrl-C or SIGTERM: the workers still fetching stop at their next
+        # chunk or turn, and nobody waits for them (a stalled read would hold the run).
+        client.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

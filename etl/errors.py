@@ -45,6 +45,18 @@ class InvalidProduct(PipelineError):
         self.source_id = source_id
 
 
+class Interrupted(PipelineError):
+    """The run was stopped by Ctrl-C (SIGINT) or a cancelled client; nothing changed."""
+
+    exit_code = 130
+
+
+class Terminated(Interrupted):
+    """The run was stopped by SIGTERM; nothing changed."""
+
+    exit_code = 143
+
+
 class SyncAborted(PipelineError):
     """A guard refused the run (incomplete extraction, mass deletion); nothing was changed."""
 
@@ -72,6 +84,9 @@ def failure_message(exc: BaseException) -> str:
     """The one line a pipeline's ``main`` prints for an error that ended its run."""
     if isinstance(exc, ConfigError):
         return str(exc)
+    if isinstance(exc, KeyboardInterrupt | Interrupted):
+        reason = str(exc) if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+        return f"run stopped, database unchanged: {reason}"
     if "database is locked" in str(exc) and not isinstance(exc, PipelineError):
         # SQLite's busy timeout ran out: say it in the same words as PostgreSQL's lock timeout.
         return (
@@ -82,5 +97,12 @@ def failure_message(exc: BaseException) -> str:
 
 
 def exit_code(exc: BaseException) -> int:
-    """The exit code for an error that ended a run: the error's own, else 1."""
+    """The exit code for an error that ended a run: the error's own, 130 for Ctrl-C, else 1."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted.exit_code
     return int(getattr(exc, "exit_code", 1))
+
+
+def raise_terminated(signum: int, _frame: object) -> None:
+    """A SIGTERM handler: stop the run the way Ctrl-C does, through the same clean-up."""
+    raise Terminated(f"terminated (signal {signum}, SIGTERM)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, TypeGuard
@@ -19,6 +20,11 @@ ZERO, FIVE = Decimal(0), Decimal(5)
 def is_int(value: Any) -> TypeGuard[int]:
     """An integer that is not a bool (JSON true is not a quantity)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_product_id(value: Any) -> TypeGuard[int]:
+    """An id a product can be stored under: a positive 32-bit integer (not a bool, not "5")."""
+    return is_int(value) and 0 < value <= INT32[1]
 
 
 def valid_text(
@@ -67,8 +73,15 @@ def valid_decimal(
     maximum: Decimal | None = None,
     *,
     required: bool = False,
+    normalised: list[str] | None = None,
 ) -> Decimal | None:
-    """An exact decimal that fits ``Numeric(precision, scale)`` without rounding."""
+    """An exact decimal that fits ``Numeric(precision, scale)`` without rounding.
+
+    A value within floating-point precision of one with ``scale`` decimals is that value: a
+    JavaScript backend writes 397.35 as ``397.34999999999997``. It is rounded, and its field
+    name appended to ``normalised`` so the run can say so. Real extra precision (``9.999``)
+    is still refused: rounding it would change the price.
+    """
     if value is None:
         if required:
             raise InvalidProduct(f"{name}: required, but it is missing")
@@ -84,17 +97,53 @@ def valid_decimal(
     if not number.is_finite():
         raise InvalidProduct(f"{name}: expected a finite number, got {value}")
     ceiling, step = numeric_bounds(precision, scale)
-    if abs(number) >= ceiling:
+    # copy_abs, not abs(): abs() rounds in the context, and 1e1000000 overflows it.
+    if number.copy_abs() >= ceiling:
         raise InvalidProduct(
-            f"{name}: {value} is too large (at most {precision - scale} integer digits)"
+            f"{name}: {excerpt(str(value), 40)} is too large "
+            f"(at most {precision - scale} integer digits)"
         )
-    if not isinstance(value, int) and number != number.quantize(step):
-        raise InvalidProduct(f"{name}: {value} has more than {scale} decimals; it would be rounded")
+    if not isinstance(value, int):
+        number = _to_scale(number, name, scale, step, normalised)
     if minimum is not None and number < minimum:
         raise InvalidProduct(f"{name}: {value} is below {minimum}")
     if maximum is not None and number > maximum:
         raise InvalidProduct(f"{name}: {value} is above {maximum}")
     return number
+
+
+def _to_scale(
+    number: Decimal, name: str, scale: int, step: Decimal, normalised: list[str] | None
+) -> Decimal:
+    """``number`` if it has at most ``scale`` decimals, rounded if the rest is float noise."""
+    rounded = _quantized(number, step)
+    if number == rounded:
+        return number
+    if rounded is None or not _is_float_noise(number, rounded):
+        raise InvalidProduct(
+            f"{name}: {excerpt(str(number), 40)} has more than {scale} decimals; "
+            "it would be rounded"
+        )
+    if normalised is not None:
+        normalised.append(name)
+    return rounded
+
+
+def _quantized(number: Decimal, step: Decimal) -> Decimal | None:
+    """``number`` rounded to ``step``, or None when it has too many digits to round (1e-999999)."""
+    try:
+        return number.quantize(step)
+    except ArithmeticError:
+        return None
+
+
+def _is_float_noise(number: Decimal, rounded: Decimal) -> bool:
+    """True when ``number`` differs from ``rounded`` by no more than a binary float's precision
+    (two units in the last place of the double nearest ``rounded``). Never around zero, where
+    a double's precision is no bound at all."""
+    if not rounded:
+        return False
+    return (number - rounded).copy_abs() <= 2 * Decimal(math.ulp(float(rounded)))
 
 
 def valid_integer(value: Any, name: str) -> int | None:

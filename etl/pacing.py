@@ -5,9 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import MaxRetryError, NameResolutionError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
+
+from etl.errors import Interrupted
 
 MAX_SERVER_PAUSE = 60.0  # longest wait a Retry-After or rate-limit reset may impose, seconds
 
@@ -20,9 +26,15 @@ class RequestPacer:
     ``X-RateLimit-Reset``) it holds back every worker, not only the one that was told.
     """
 
-    def __init__(self, rate: float = 0.0, max_pause: float = MAX_SERVER_PAUSE) -> None:
+    def __init__(
+        self,
+        rate: float = 0.0,
+        max_pause: float = MAX_SERVER_PAUSE,
+        cancelled: threading.Event | None = None,
+    ) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.max_pause = max_pause
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
         self._lock = threading.Lock()
         self._next_start = 0.0  # time.monotonic() before which no further request may start
         self._paused_until = 0.0  # the server's last "wait", also for turns already booked
@@ -33,8 +45,10 @@ class RequestPacer:
             start = max(time.monotonic(), self._next_start)
             self._next_start = start + self.interval
         while (delay := max(start, self._paused_until) - time.monotonic()) > 0:
-            # A pause the server asked for while this thread slept holds it back too.
-            time.sleep(delay)
+            # A pause the server asked for while this thread slept holds it back too; a
+            # cancelled client stops waiting at once (its next step raises).
+            if self.cancelled.wait(delay):
+                return
 
     def pause(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` (capped at ``max_pause``) from now."""
@@ -65,6 +79,21 @@ class PacedRetry(Retry):
 
     pacer: RequestPacer | None = None
 
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> PacedRetry:
+        """As urllib3's, except that a host name that does not resolve is not retried: it will
+        not resolve a second later either, and an offline first run should fail at once."""
+        if isinstance(error, NameResolutionError) and _pool is not None:
+            raise MaxRetryError(_pool, url or "", error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
     def new(self, **kw: Any) -> PacedRetry:
         retry = super().new(**kw)
         retry.pacer = self.pacer
@@ -77,5 +106,7 @@ class PacedRetry(Retry):
         if self.pacer is None:
             time.sleep(wait)
             return
+        if self.pacer.cancelled.is_set():
+            raise Interrupted("cancelled")
         self.pacer.pause(wait)
         self.pacer.wait_turn()

@@ -10,18 +10,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from etl.errors import InvalidProduct, PipelineError, SyncAborted, one_line
+from etl.errors import (
+    Interrupted,
+    InvalidProduct,
+    PipelineError,
+    SyncAborted,
+    Terminated,
+    one_line,
+    raise_terminated,
+)
 from etl.fields import is_utf8
 from models import PipelineRun, write_transaction
 
@@ -35,6 +47,8 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REFUSED = "refused"
+    INTERRUPTED = "interrupted"
+    PARTIAL = "partial"  # applied what it read, deferred deletions (the summary says why)
     DRY_RUN = "dry-run"
 
 
@@ -50,6 +64,20 @@ class RunStats:
     deleted: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    normalised: int = 0  # products with a value whose float noise was rounded (summary only)
+
+
+# The figures ``pipeline_runs`` keeps, one column each.
+RECORDED_STATS = (
+    "pages",
+    "extracted",
+    "inserted",
+    "updated",
+    "unchanged",
+    "deleted",
+    "rejected",
+    "seconds",
+)
 
 
 class Paging(Protocol):
@@ -65,20 +93,42 @@ class RecordedRun:
     id: int
     stats: RunStats = field(default_factory=RunStats)
     status: RunStatus = RunStatus.SUCCEEDED
+    note: str | None = None  # why a partial run deferred something, kept in the error column
 
 
 @contextmanager
 def recorded_run(engine: Engine, pipeline: str, paging: Paging) -> Iterator[RecordedRun]:
-    """Record a run as started, then as ended: ``run.status``, or failed/refused on an error."""
+    """Record a run as started, then as ended: ``run.status``, or how an error ended it.
+
+    Every ending Python sees is recorded (an unexpected exception as failed, Ctrl-C or SIGTERM
+    as interrupted), so no run it could see end is left at ``running``.
+    """
     run = RecordedRun(id=start_run(engine, pipeline))
     started = time.perf_counter()
     try:
         yield run
-    except (PipelineError, SQLAlchemyError) as exc:
-        status = RunStatus.REFUSED if isinstance(exc, SyncAborted) else RunStatus.FAILED
-        _finish_run(engine, run, status, paging, started, one_line(exc))
+    except BaseException as exc:
+        _finish_run(engine, run, ending_status(exc), paging, started, describe_ending(exc))
         raise
-    _finish_run(engine, run, run.status, paging, started)
+    _finish_run(engine, run, run.status, paging, started, run.note)
+
+
+def ending_status(exc: BaseException) -> RunStatus:
+    """The status of a run that ``exc`` ended."""
+    if isinstance(exc, SyncAborted):
+        return RunStatus.REFUSED
+    if isinstance(exc, Interrupted | KeyboardInterrupt):
+        return RunStatus.INTERRUPTED
+    return RunStatus.FAILED
+
+
+def describe_ending(exc: BaseException) -> str:
+    """One line for ``pipeline_runs.error``: the error, or the signal that stopped the run."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (SIGINT, Ctrl-C)"
+    if isinstance(exc, PipelineError | SQLAlchemyError):
+        return one_line(exc)
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def start_run(engine: Engine, pipeline: str) -> int:
@@ -100,13 +150,38 @@ def _finish_run(
     """Record how a run ended, in its own transaction (so a failed run is still recorded)."""
     run.stats.pages = paging.pages
     run.stats.seconds = time.perf_counter() - started
-    values = {name: getattr(run.stats, name) for name in RunStats.__dataclass_fields__}
+    values = {name: getattr(run.stats, name) for name in RECORDED_STATS}
     with write_transaction(engine) as conn:
         conn.execute(
             update(PipelineRun)
             .where(PipelineRun.id == run.id)
             .values(status=status, error=error, finished_at=dt.datetime.now(dt.UTC), **values)
         )
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops the run the way Ctrl-C does: through the same roll-back and record."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit a script with ``code``. After an interrupt the run is already rolled back and
+    recorded, so the process ends at once instead of waiting for fetch threads still blocked
+    in a read (they would hold it up to a read timeout)."""
+    if code in (Interrupted.exit_code, Terminated.exit_code):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def rejection_row(run_id: int, raw: Any, exc: InvalidProduct) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,11 +16,18 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError
 
 from etl.errors import ConfigError
-from models import DEFAULT_DATABASE_URL, create_schema, make_engine
+from models import DEFAULT_DATABASE_URL, create_schema, make_engine, mask_url
 
 DEFAULT_API_URL = "https://dummyjson.com"
 # DummyJSON allows 100 requests per 10 s per client; 9 a second stays under it with room to spare.
 DEFAULT_RATE_LIMIT = 9.0
+# No real catalog needs more pages than this at any page size; a larger announced total is refused
+# before a page is planned (100,000 pages of 100 is ten million products).
+DEFAULT_MAX_PAGES = 100_000
+MAX_SECONDS = 86_400.0  # the longest timeout any setting accepts: a day
+# One response may be this large once decompressed: a page of 100 products is about 200 KB, and
+# the whole of DummyJSON's catalog in one answer (limit=0) well under 1 MB.
+DEFAULT_MAX_RESPONSE_MB = 256
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,10 @@ class Settings:
     max_retries: int = 5
     concurrency: int = 4
     rate_limit: float = DEFAULT_RATE_LIMIT
+    max_pages: int = DEFAULT_MAX_PAGES
+    request_deadline: float | None = None  # None: four read timeouts
+    max_run_seconds: float = 0.0  # 0: no run deadline
+    max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
     verbose: bool = False
 
 
@@ -47,6 +59,10 @@ _SETTING_SOURCES: tuple[tuple[str, str, type], ...] = (
     ("max_retries", "HTTP_MAX_RETRIES", int),
     ("concurrency", "CONCURRENCY", int),
     ("rate_limit", "RATE_LIMIT", float),
+    ("max_pages", "MAX_PAGES", int),
+    ("request_deadline", "HTTP_REQUEST_DEADLINE", float),
+    ("max_run_seconds", "MAX_RUN_SECONDS", float),
+    ("max_response_mb", "HTTP_MAX_RESPONSE_MB", float),
 )
 
 
@@ -76,6 +92,26 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate-limit",
         help=f"requests per second at most, 0 = unpaced (env RATE_LIMIT; default "
         f"{DEFAULT_RATE_LIMIT:g}, within DummyJSON's 100 per 10 s)",
+    )
+    parser.add_argument(
+        "--max-pages",
+        help=f"refuse an announced total that needs more pages than this (env MAX_PAGES; "
+        f"default {DEFAULT_MAX_PAGES})",
+    )
+    parser.add_argument(
+        "--request-deadline",
+        help="seconds one response may take in all, however it trickles "
+        "(env HTTP_REQUEST_DEADLINE; default 4 read timeouts)",
+    )
+    parser.add_argument(
+        "--max-run-seconds",
+        help="stop a run, changing nothing, after this many seconds (env MAX_RUN_SECONDS; "
+        "default 0 = no limit)",
+    )
+    parser.add_argument(
+        "--max-response-mb",
+        help=f"largest response, once decompressed, in MiB (env HTTP_MAX_RESPONSE_MB; default "
+        f"{DEFAULT_MAX_RESPONSE_MB})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every page")
 
@@ -108,22 +144,35 @@ def _validate_settings(settings: Settings) -> None:
     parts = urlsplit(settings.api_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
-            f"--api-url / API_BASE_URL: expected an http(s) URL, got {settings.api_url!r}"
+            f"--api-url / API_BASE_URL: expected an http(s) URL, got {mask_url(settings.api_url)!r}"
         )
-    if not 1 <= settings.page_size <= 10_000:
-        raise ConfigError(f"--page-size / PAGE_SIZE: expected 1..10000, got {settings.page_size}")
-    if settings.connect_timeout <= 0 or settings.read_timeout <= 0:
-        raise ConfigError("--connect-timeout / --read-timeout: expected positive seconds")
-    if not 1 <= settings.concurrency <= 64:
-        raise ConfigError(
-            f"--concurrency / CONCURRENCY: expected 1..64, got {settings.concurrency}"
-        )
-    if settings.rate_limit < 0:
-        raise ConfigError(f"--rate-limit / RATE_LIMIT: expected >= 0, got {settings.rate_limit}")
-    if settings.max_retries < 0:
-        raise ConfigError(
-            f"--max-retries / HTTP_MAX_RETRIES: expected >= 0, got {settings.max_retries}"
-        )
+    check_range("--page-size / PAGE_SIZE", settings.page_size, 1, 10_000)
+    name = "--connect-timeout / HTTP_CONNECT_TIMEOUT"
+    check_range(name, settings.connect_timeout, 0, MAX_SECONDS)
+    check_range("--read-timeout / HTTP_READ_TIMEOUT", settings.read_timeout, 0, MAX_SECONDS)
+    check_range("--concurrency / CONCURRENCY", settings.concurrency, 1, 64)
+    check_range("--rate-limit / RATE_LIMIT", settings.rate_limit, 0, 10_000, low_open=False)
+    check_range("--max-retries / HTTP_MAX_RETRIES", settings.max_retries, 0, 100, low_open=False)
+    check_range("--max-pages / MAX_PAGES", settings.max_pages, 1, 10**9)
+    if settings.request_deadline is not None:
+        name = "--request-deadline / HTTP_REQUEST_DEADLINE"
+        check_range(name, settings.request_deadline, 0, MAX_SECONDS)
+    name = "--max-run-seconds / MAX_RUN_SECONDS"
+    check_range(name, settings.max_run_seconds, 0, 30 * MAX_SECONDS, low_open=False)
+    check_range("--max-response-mb / HTTP_MAX_RESPONSE_MB", settings.max_response_mb, 0, 65_536)
+
+
+def check_range(
+    name: str, value: float, low: float, high: float, *, low_open: bool | None = None
+) -> None:
+    """``value`` is finite and within ``low..high`` (above ``low`` for a float whose ``low`` is 0,
+    such as a timeout); else ``ConfigError`` naming the setting. NaN and infinity never pass."""
+    if low_open is None:
+        low_open = isinstance(value, float) and low == 0
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or value > high:
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        raise ConfigError(f"{name}: expected a number {bound} and at most {high:g}, got {value}")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -42,16 +42,16 @@ def runs(engine: Engine) -> list[PipelineRun]:
 
 
 def test_page_plan_overlaps_each_page_with_the_last_product_of_the_one_before() -> None:
-    assert page_plan(total=194, page_size=50) == [(49, 51), (99, 51), (149, 51)]
+    assert list(page_plan(total=194, page_size=50)) == [(49, 51), (99, 51), (149, 51)]
 
 
 def test_page_plan_is_empty_when_the_first_page_holds_everything() -> None:
-    assert page_plan(total=30, page_size=30) == []
-    assert page_plan(total=0, page_size=30) == []
+    assert list(page_plan(total=30, page_size=30)) == []
+    assert list(page_plan(total=0, page_size=30)) == []
 
 
 def test_page_plan_ends_at_the_total_even_when_it_is_a_multiple_of_the_page() -> None:
-    assert page_plan(total=100, page_size=50) == [(49, 51)]
+    assert list(page_plan(total=100, page_size=50)) == [(49, 51)]
 
 
 def test_iter_products_yields_the_whole_catalog_in_order_and_records_completeness(

@@ -516,9 +516,13 @@ class Catalog:
             stop = len(self._ids) if limit <= 0 else start + limit
             return [self._encoded(pid) for pid in self._ids[start:stop]], len(self._ids)
 
-    def put(self, product: dict[str, Any]) -> None:
-        """Insert or replace `product["id"]` with raw content, stored verbatim (even invalid)."""
-        product_id = product["id"]
+    def put(self, product: dict[str, Any], *, at_id: int | None = None) -> None:
+        """Insert or replace `product["id"]` with raw content, stored verbatim (even invalid).
+
+        `at_id` places a product whose own `id` is unreadable (`"5"`, `5.0`, absent) where the
+        product with that id was, as a hostile catalog would serve it.
+        """
+        product_id = product["id"] if at_id is None else at_id
         if not isinstance(product_id, int) or isinstance(product_id, bool):
             raise TypeError(f"product id must be an int, got {product_id!r}")
         raw = _encode(product)
@@ -769,9 +773,12 @@ class FakeDummyJson:
         rate_limit: tuple[int, float] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        max_limit: int = 0,
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog(products, seed)
         self.latency = latency
+        # A server-side page-size cap, as many real APIs have (DummyJSON has none): 0 = none.
+        self.max_limit = max_limit
         self.host = host
         self.port = port
         self.url = ""
@@ -958,6 +965,8 @@ class FakeDummyJson:
     def _list(self, query: dict[str, str]) -> _Response:
         """GET /products: page, select and sort, echoing the count returned as `limit`."""
         limit = _int_param(query, "limit", DEFAULT_LIMIT)
+        if self.max_limit and not 0 < limit <= self.max_limit:
+            limit = self.max_limit
         skip = max(_int_param(query, "skip", 0), 0)
         self._run_callbacks(skip)
         sort_by = query.get("sortBy")
