@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from etl.decoding import decode_json
 from etl.errors import ApiError, Interrupted, UnexpectedPayload, excerpt
@@ -31,6 +32,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # may follow redirects; wr
 CONFIRMED_WRITE = frozenset({200, 201})  # the answers to a write that carry what was written
 CHUNK_BYTES = 64 * 1024  # a body is read (and decompressed) this much at a time
 REQUEST_DEADLINE_READS = 4  # default deadline of one response: this many read timeouts
+OFFLINE_HINT = (
+    " (no network? the README's offline demo serves a local catalog: "
+    "python -m tools.local_api --port 8000, then --api-url http://127.0.0.1:8000)"
+)
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,10 @@ class DummyJsonClient:
                 allow_redirects=method in SAFE_METHODS,
             )
         except requests.RequestException as exc:
-            raise ApiError(f"{method} {shown} failed: {_root_cause(exc)}", url=shown) from exc
+            hint = OFFLINE_HINT if _does_not_resolve(exc) else ""
+            raise ApiError(
+                f"{method} {shown} failed: {_root_cause(exc)}{hint}", url=shown
+            ) from exc
         self.pacer.observe(response.headers)
         with response:
             _refuse_unconfirmed_write(method, shown, response)
@@ -206,12 +214,17 @@ class DummyJsonClient:
             ) from exc
 
     def _read_body(self, method: str, shown: str, response: requests.Response) -> bytes:
-        """The decompressed body, read within the response's deadline and size cap."""
+        """The decompressed body, read within the response's deadline and size cap.
+
+        ``read1`` returns what one read of the socket (or one step of the decompressor)
+        gives, so a body that trickles is timed byte by byte, and a compressed body is
+        inflated a bounded piece at a time, never whole.
+        """
         deadline = time.monotonic() + self.request_deadline
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(CHUNK_BYTES):
+            while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise ApiError(
@@ -230,7 +243,7 @@ class DummyJsonClient:
                     )
                 self._check_deadlines(method, shown)
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise UnexpectedPayload(
                 f"the body broke off ({type(exc).__name__})",
                 url=shown,
@@ -261,6 +274,18 @@ class DummyJsonClient:
     def get_product(self, product_id: int) -> dict[str, Any]:
         """``GET /products/{id}``."""
         return self.request_json("GET", f"/products/{product_id}", expect=_object_document)
+
+
+def _does_not_resolve(exc: BaseException) -> bool:
+    """Whether a requests error comes from a host name that does not resolve."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, NameResolutionError):
+            return True
+        cause = getattr(cause, "reason", None) or (
+            cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        )
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

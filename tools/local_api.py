@@ -81,7 +81,7 @@ UPDATE_FIELDS = (
     "brand",
     "category",
 )
-FAULT_KINDS = ("status", "truncate", "drop", "stall")
+FAULT_KINDS = ("status", "truncate", "drop", "stall", "trickle", "body")
 CHAOS_KINDS = ("500", "502", "503", "429", "truncate", "drop")
 
 # --------------------------------------------------------------------------- synthetic products
@@ -600,15 +600,20 @@ class Fault:
     (ConnectionError); "stall" sends the headers and a quarter of the body, waits `seconds`,
     then closes: the headers have arrived, so requests reports the read timeout as a
     ConnectionError("Read timed out"), not ReadTimeout (use `latency` or `delay` for that).
+    "trickle" sends the real answer one byte every `seconds`, so no single read ever times out.
+    "body" answers 200 with `body` verbatim (hostile JSON, a huge total, a gzip bomb with
+    `content_encoding="gzip"`).
     """
 
-    kind: str  # "status" | "truncate" | "drop" | "stall"
+    kind: str  # "status" | "truncate" | "drop" | "stall" | "trickle" | "body"
     skip: int | None = None  # match GET /products list requests with this skip; None = any
     product_id: int | None = None  # or match /products/{id} requests (any method)
     times: int = 1
     status: int = 500  # for "status": the code to answer, with a JSON {"message": ...} body
     retry_after: str | None = None  # Retry-After for status faults; "1" by default for 429
     seconds: float = 5.0  # for "stall": how long to hang after part of the body
+    body: bytes = b""  # for "body": what to answer
+    content_encoding: str | None = None  # for "body": a Content-Encoding header to send
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -922,6 +927,11 @@ class FakeDummyJson:
             return response
         if fault is not None and fault.kind == "drop":
             return _Response(0, fault=fault)
+        if fault is not None and fault.kind == "body":
+            response = _Response(HTTPStatus.OK, fault.body)
+            if fault.content_encoding:
+                response.headers["Content-Encoding"] = fault.content_encoding
+            return response
         response = self._route(method, path, query, body)
         response.fault = fault  # truncate or stall break the real answer
         return response
@@ -1159,6 +1169,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body[: len(response.body) // 4])
             self.wfile.flush()
             self.server.app._sleep(fault.seconds)
+            self.close_connection = True
+        elif fault.kind == "trickle":
+            for index in range(len(response.body)):
+                if self.server.app._stopping.is_set():
+                    break
+                self.wfile.write(response.body[index : index + 1])
+                self.wfile.flush()
+                self.server.app._sleep(fault.seconds)
             self.close_connection = True
 
 
