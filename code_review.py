@@ -51,8 +51,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import requests
-
 from etl.client import DummyJsonClient
 from etl.errors import ConfigError, PipelineError, UnexpectedPayload, excerpt
 from etl.fields import is_int
@@ -892,7 +890,6 @@ def _improved_objects() -> list[Any]:
         UpdateResult,
         UpdateSummary,
         _echoed,
-        refuse_unconfirmed_writes,
         ProductUpdater,
         _given_id,
         load_updates,
@@ -1263,49 +1260,13 @@ def _read_back(value: Any) -> Any:
     return value
 
 
-class UnconfirmedWrite(requests.RequestException):
-    """A write answered by a redirect or a 2xx other than 200/201: it was not applied as sent.
-
-    A ``requests`` exception, raised from a session hook, so that ``DummyJsonClient`` reports
-    it like any failed request (an ``ApiError``); it never reaches a caller as itself.
-    """
-
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CONFIRMED = frozenset({200, 201})  # the answers to a write that carry the product written
-
-
-def refuse_unconfirmed_writes(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    """A session response hook: a write is never redirected, and only 200/201 confirm it.
-
-    requests follows redirects on its own: a 303 or 302 turns a PUT into a GET, a 301 re-sends
-    it without its body, a 307 or 308 re-sends the body to wherever Location points. The hook
-    runs on each answer before requests resolves a redirect, so raising here means the write
-    follows none.
-    """
-    method = (response.request.method or "").upper()
-    status = response.status_code
-    if method in SAFE_METHODS or status >= 400 or status in CONFIRMED:
-        return  # reads may follow redirects; errors are the client's to report
-    response.close()
-    if 300 <= status < 400:
-        target = response.headers.get("Location", "no Location")
-        raise UnconfirmedWrite(
-            f"answered HTTP {status} {response.reason}, a redirect to {excerpt(target, 80)}; "
-            "a write never follows a redirect, so nothing was applied"
-        )
-    raise UnconfirmedWrite(
-        f"answered HTTP {status} {response.reason}; only 200 or 201 with the product written "
-        "confirms a write"
-    )
-
-
 class ProductUpdater:
     """Apply product updates through a ``DummyJsonClient``: validated, concurrent, paced.
 
     Invalid items fail before any request. Valid ones go out ``concurrency`` at a time; the
     client brings the pooled session, the timeouts, the retries (429 and 5xx with
-    ``Retry-After``, never a 4xx) and the pacing: every request, from any worker, waits its turn
+    ``Retry-After``, never a 4xx), writes that never follow a redirect and count as applied
+    only on 200 or 201, and the pacing: every request, from any worker, waits its turn
     from the client's one ``RequestPacer``, and a ``Retry-After`` pauses them all. Build the
     client with ``DummyJsonClient.from_settings`` to pace at ``--rate-limit`` (9 a second by
     default, within DummyJSON's 100 per 10 s). Each item gets an ``UpdateResult``. Only the
@@ -1318,10 +1279,6 @@ class ProductUpdater:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.client = client
         self.concurrency = concurrency
-        # Writes only: the client's session is left to follow redirects on reads.
-        hooks = client.session.hooks["response"]
-        if refuse_unconfirmed_writes not in hooks:
-            hooks.append(refuse_unconfirmed_writes)
 
     def update(self, request: UpdateRequest) -> UpdateResult:
         """Send one update; the API's refusal or silence is a failed result, a bug still raises."""

@@ -39,10 +39,12 @@ from tqdm import tqdm
 from data_pipeline import Extraction, ProductRows, iter_products, transform_product
 from etl.bulk import (
     RowWriter,
+    clear_skus,
     create_staging_tables,
     delete_products,
     merge_staged_products,
     take_writer_lock,
+    unstage_products,
 )
 from etl.catalog import CatalogIndex, Change, SkuRegistry, read_catalog
 from etl.client import DummyJsonClient
@@ -102,6 +104,7 @@ class SyncReport:
     deletion: str = ""
     extraction: str = ""
     deferred: str | None = None  # why deletions wait for a later run (the run is partial)
+    staged_new: set[int] = field(default_factory=set)  # new products staged for a sku move
     stale_kept: int = 0  # stored products that keep their previous version: the new one was bad
     samples: dict[str, list[int]] = field(
         default_factory=lambda: {"inserted": [], "updated": [], "deleted": []}
@@ -146,17 +149,19 @@ def sync_products(
     writer.close()
     report.stats.pages = extraction.pages
     report.extraction = extraction.describe()
-    # 3. Stale products, behind the guards.
+    # 3. Stale products, behind the guards; then the skus that moved, now that all is known.
     stale = _stale_products(index, extraction, options, report)
     for product_id in stale[:SAMPLE_IDS]:
         report.sample("deleted", product_id)
     report.stats.deleted = len(stale)
+    refused = _settle_moved_skus(conn, skus, staging, set(stale), run_id, report)
     if options.dry_run:
         return report
     log.info("deleting %d stale products", len(stale))
     delete_products(conn, stale)
-    # 4. The staged changes, merged set-based.
+    # 4. The staged changes, merged set-based (skus handed on are let go first).
     log.info("merging %d changed products", report.stats.updated)
+    clear_skus(conn, skus.releasing(refused))
     merge_staged_products(conn, staging, options.progress)
     return report
 
@@ -186,7 +191,7 @@ def _stream(
             continue
         try:
             rows = transform_product(raw, known_hash)
-            skus.claim(rows.id, rows.product["sku"])
+            moved_sku = skus.claim(rows.id, rows.product["sku"], raw)
         except InvalidProduct as exc:
             stats.rejected += 1
             report.stale_kept += change is Change.CHANGED
@@ -195,7 +200,10 @@ def _stream(
         stats.normalised += bool(rows.normalised)
         if change is Change.NEW:
             stats.inserted += 1
-            batch.new.append(rows)
+            # A sku another product may hand on this run: staged, merged once that is settled.
+            if moved_sku:
+                report.staged_new.add(rows.id)
+            (batch.changed if moved_sku else batch.new).append(rows)
             report.sample("inserted", rows.id)
         else:
             stats.updated += 1
@@ -232,6 +240,34 @@ def _stale_products(
     verb = "would be removed" if options.dry_run else "removed"
     report.deletion = f"stale products {verb}: {len(stale)}"
     return stale
+
+
+def _settle_moved_skus(
+    conn: Connection,
+    skus: SkuRegistry,
+    staging: dict[str, Table],
+    deleted: set[int],
+    run_id: int,
+    report: SyncReport,
+) -> list[int]:
+    """Refuse the sku claims whose owner keeps the sku: set those products aside, as rejected."""
+    refused = skus.settle(deleted)
+    ids = [claim.product_id for claim, _ in refused]
+    if not refused:
+        return ids
+    unstage_products(conn, staging, ids)
+    conn.execute(
+        insert(RejectedRecord), [rejection_row(run_id, claim.raw, exc) for claim, exc in refused]
+    )
+    for product_id in ids:
+        stats = report.stats
+        stats.rejected += 1
+        if product_id in report.staged_new:
+            stats.inserted -= 1
+        else:
+            stats.updated -= 1
+            report.stale_kept += 1
+    return ids
 
 
 # --- writing a batch --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import gc
 import inspect
+import json
 import logging
 import statistics
 import sys
@@ -49,7 +50,7 @@ from benchmarks.harness import (
     verdict,
     vm_kib,
 )
-from data_pipeline import Extraction, iter_products
+from data_pipeline import Extraction, iter_products, page_plan
 from etl.client import DummyJsonClient
 from etl.decoding import decode_json
 
@@ -115,20 +116,19 @@ def time_extraction(url: str, page_size: int, concurrency: int) -> Run:
 
 
 def fetch_bodies(url: str, page_size: int) -> list[bytes]:
-    """The page bodies a sequential extraction receives, captured as they arrive (untimed)."""
-    bodies: list[bytes] = []
+    """The page bodies a sequential extraction receives: the same requests, made beforehand."""
+    with requests.Session() as session:
 
-    def capture(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        bodies.append(response.content)
+        def body(skip: int, limit: int) -> bytes:
+            response = session.get(
+                f"{url}/products", params={"limit": limit, "skip": skip}, timeout=30
+            )
+            response.raise_for_status()
+            return response.content
 
-    client = make_client(url, 1)
-    client.session.hooks["response"].append(capture)
-    try:
-        for _ in iter_products(client, page_size, Extraction()):
-            pass
-    finally:
-        client.close()
-    return bodies
+        first = body(0, page_size)
+        total = json.loads(first)["total"]
+        return [first, *(body(skip, limit) for skip, limit in page_plan(total, page_size))]
 
 
 def time_parse(bodies: Sequence[bytes], passes: int = 3) -> float:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -212,6 +213,23 @@ def delete_products(conn: Connection, ids: Sequence[int], chunk: int = 500) -> N
     """Delete products by id; the database cascades to their children."""
     for start in range(0, len(ids), chunk):
         conn.execute(delete(Product).where(Product.id.in_(ids[start : start + chunk])))
+
+
+def unstage_products(conn: Connection, staging: dict[str, Table], ids: Sequence[int]) -> None:
+    """Take products out of staging (a claim the run refused after staging them)."""
+    staged = staging["products"]
+    conn.execute(delete(staged).where(staged.c.id.in_(ids)))
+    for model in CHILD_MODELS:
+        children = staging[model.__tablename__]
+        conn.execute(delete(children).where(children.c.product_id.in_(ids)))
+
+
+def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
+    """Let go of the stored skus of products whose new version has another one, so that the
+    merge can hand a sku from one product to another (a unique index is checked row by row)."""
+    for start in range(0, len(ids), chunk):
+        batch = ids[start : start + chunk]
+        conn.execute(update(Product).where(Product.id.in_(batch)).values(sku=None))
 
 
 def merge_staged_products(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -57,14 +60,31 @@ class CatalogIndex:
         return [pid for pid, seen in zip(self.ids, self.seen, strict=True) if not seen]
 
 
-class SkuRegistry:
-    """Which product holds each sku, so a second product with the same sku is set aside.
+@dataclass
+class SkuClaim:
+    """A product of this run asking for a sku that the catalog gives to another product."""
 
-    The catalog's skus are kept as 64-bit keys in two arrays sorted by key (16 bytes a product);
-    only the skus this run writes go into a dict. The keys are Python's own string hash: it is
-    fast and cached on the string, and a registry lives for one run, in one process. Two skus
-    with the same key (about one chance in 30 million a run at a million products) would set
-    the second product aside as a duplicate: recorded with its reason, nothing lost.
+    product_id: int
+    sku: str
+    owner: int  # the product that holds the sku in the catalog
+    raw: Any  # the product as it arrived, for its rejection record if the claim fails
+
+
+class SkuRegistry:
+    """Which product holds each sku, so that two products never share one.
+
+    The catalog's skus are kept as 64-bit keys in arrays (16 bytes a product, twice: sorted by
+    key to find a sku's owner, and by product id to find a product's sku); only the skus this
+    run writes go into a dict. The keys are Python's own string hash: fast, cached on the
+    string, and a registry lives for one run in one process. Two skus with the same key (about
+    one chance in 30 million a run at a million products) would set the second product aside
+    as a duplicate: recorded with its reason, nothing lost.
+
+    Skus move: products exchange them, or one hands its sku on to another. So a claim on a sku
+    that the catalog gives to another product is provisional: ``settle`` grants it at the end
+    of the run if that product let the sku go (its new version has another sku, or it is
+    deleted), and refuses it otherwise. Two products of the same run with one sku are refused
+    at once.
     """
 
     def __init__(self, keys: array[int] | None = None, owners: array[int] | None = None) -> None:
@@ -72,24 +92,85 @@ class SkuRegistry:
         order = sorted(range(len(keys)), key=keys.__getitem__)
         self.keys = array("q", [keys[i] for i in order])
         self.owners = array("q", [owners[i] for i in order])
+        # The same pairs in product id order (read_catalog reads in id order).
+        self.owned_by = owners
+        self.owned_keys = keys
         self.claimed: dict[int, int] = {}
+        self.provisional: list[SkuClaim] = []
+        self.released: set[int] = set()  # catalog owners whose new version has another sku
 
-    def claim(self, product_id: int, sku: str | None) -> None:
-        """Record the product's sku, or raise ``InvalidProduct`` if another product has it."""
+    def claim(self, product_id: int, sku: str | None, raw: Any = None) -> bool:
+        """Record the product's new sku; True when the claim is provisional (see the class).
+
+        Raise ``InvalidProduct`` when another product of this run already holds the sku.
+        """
         if sku is None:
-            return
+            self._note_release(product_id, sku)
+            return False
         key = hash(sku)
-        owner = self.claimed.get(key)
-        if owner is None:
-            position = bisect_left(self.keys, key)
-            if position < len(self.keys) and self.keys[position] == key:
-                owner = self.owners[position]
+        holder = self.claimed.get(key)
+        owner = self._catalog_owner(key)
+        if holder is not None and product_id not in (holder, owner):
+            raise InvalidProduct(
+                f"sku: {sku!r} is already used by product {holder}", source_id=product_id
+            )
+        self._note_release(product_id, sku)
+        self.claimed[key] = product_id  # the catalog owner keeping its sku wins over a claimant
         if owner is None or owner == product_id:
-            self.claimed[key] = product_id
+            return False
+        self.provisional.append(SkuClaim(product_id, sku, owner, raw))
+        return True
+
+    def settle(self, deleted: set[int]) -> list[tuple[SkuClaim, InvalidProduct]]:
+        """The provisional claims refused, each with its reason; grant the others.
+
+        A claim stands when its owner lets the sku go: deleted, or released by a new version
+        that is itself granted. Refusing one claim can keep its product on its old sku and so
+        refuse another claim: repeat until nothing changes.
+        """
+        refused: dict[int, SkuClaim] = {}
+        changed = True
+        while changed:
+            changed = False
+            for claim in self.provisional:
+                if claim.product_id in refused:
+                    continue
+                lets_go = claim.owner in deleted or (
+                    claim.owner in self.released and claim.owner not in refused
+                )
+                if not lets_go:
+                    refused[claim.product_id] = claim
+                    changed = True
+        return [
+            (
+                claim,
+                InvalidProduct(
+                    f"sku: {claim.sku!r} is already used by product {claim.owner}",
+                    source_id=claim.product_id,
+                ),
+            )
+            for claim in refused.values()
+        ]
+
+    def releasing(self, refused: Iterable[int] = ()) -> list[int]:
+        """Catalog owners whose granted new version gives their sku up: their stored sku must be
+        cleared before the merge, so that a sku can change hands within one transaction."""
+        kept = set(refused)
+        return sorted(self.released - kept)
+
+    def _catalog_owner(self, key: int) -> int | None:
+        position = bisect_left(self.keys, key)
+        if position < len(self.keys) and self.keys[position] == key:
+            return self.owners[position]
+        return None
+
+    def _note_release(self, product_id: int, sku: str | None) -> None:
+        """Remember that a catalog owner's new version no longer has its stored sku."""
+        position = bisect_left(self.owned_by, product_id)
+        if position == len(self.owned_by) or self.owned_by[position] != product_id:
             return
-        raise InvalidProduct(
-            f"sku: {sku!r} is already used by product {owner}", source_id=product_id
-        )
+        if sku is None or hash(sku) != self.owned_keys[position]:
+            self.released.add(product_id)
 
 
 def read_catalog(conn: Connection) -> tuple[CatalogIndex, SkuRegistry]:

@@ -182,9 +182,7 @@ class DummyJsonClient:
             )
         except requests.RequestException as exc:
             hint = OFFLINE_HINT if _does_not_resolve(exc) else ""
-            raise ApiError(
-                f"{method} {shown} failed: {_root_cause(exc)}{hint}", url=shown
-            ) from exc
+            raise ApiError(f"{method} {shown} failed: {_root_cause(exc)}{hint}", url=shown) from exc
         self.pacer.observe(response.headers)
         with response:
             _refuse_unconfirmed_write(method, shown, response)
@@ -276,38 +274,34 @@ class DummyJsonClient:
         return self.request_json("GET", f"/products/{product_id}", expect=_object_document)
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """A requests/urllib3 error and the errors it wraps (``reason``, or a first argument)."""
+    chain = [exc]
+    while True:
+        cause = chain[-1]
+        reason = getattr(cause, "reason", None)
+        if not isinstance(reason, BaseException):
+            reason = cause.args[0] if cause.args else None
+        if not isinstance(reason, BaseException):
+            return chain
+        chain.append(reason)
+
+
 def _does_not_resolve(exc: BaseException) -> bool:
     """Whether a requests error comes from a host name that does not resolve."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, NameResolutionError):
-            return True
-        cause = getattr(cause, "reason", None) or (
-            cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
-        )
-    return False
+    return any(isinstance(cause, NameResolutionError) for cause in _causes(exc))
 
 
 def _root_cause(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error, without the pool's boilerplate."""
-    retries = ""
-    cause: BaseException | None = exc
-    while cause is not None:
-        reason = getattr(cause, "reason", None)
-        if isinstance(cause, MaxRetryError):
-            retries = " (retries exhausted)"
-        if isinstance(reason, BaseException):
-            cause = reason
-            continue
-        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
-        if nested is None:
-            break
-        cause = nested
-    text = str(cause)
+    chain = _causes(exc)
+    exhausted = any(isinstance(cause, MaxRetryError) for cause in chain)
+    resolved = not _does_not_resolve(exc)  # a name that does not resolve is not retried
+    text = str(chain[-1])
     # urllib3 prefixes "HTTPConnection(host=..., port=...): "; the address is in the URL already.
     if text.startswith("HTTP") and "): " in text:
         text = text.split("): ", 1)[1]
-    return f"{text}{retries}"
+    return f"{text} (retries exhausted)" if exhausted and resolved else text
 
 
 def _refuse_unconfirmed_write(method: str, shown: str, response: requests.Response) -> None:
@@ -315,14 +309,16 @@ def _refuse_unconfirmed_write(method: str, shown: str, response: requests.Respon
     status = response.status_code
     if method in SAFE_METHODS or status >= 400 or status in CONFIRMED_WRITE:
         return
-    where = response.headers.get("Location", "")
-    redirect = f", a redirect to {mask_url(excerpt(where, 80))}" if response.is_redirect else ""
-    raise ApiError(
-        f"{method} {shown} failed: HTTP {status} {response.reason}{redirect}; "
-        "the write was not confirmed, so it is not reported as applied",
-        url=shown,
-        status=status,
-    )
+    answered = f"{method} {shown} failed: HTTP {status} {response.reason}"
+    if response.is_redirect:
+        where = mask_url(excerpt(response.headers.get("Location", ""), 80))
+        message = (
+            f"{answered}, a redirect to {where}; a write never follows a redirect, "
+            "so nothing was applied"
+        )
+    else:
+        message = f"{answered}; only 200 or 201 with the product written confirms a write"
+    raise ApiError(message, url=shown, status=status)
 
 
 def _object_document(document: Any) -> dict[str, Any]:

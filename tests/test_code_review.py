@@ -481,7 +481,7 @@ def test_a_redirected_put_is_reported_updated_by_the_junior_only(
     moved = scene.local_api(redirect_to(api.url, 303))
     [result] = improved(moved).update_many([item(1, title="New title")])
     assert not result.ok
-    assert "answered HTTP 303 See Other, a redirect to " in result.reason
+    assert "HTTP 303 See Other, a redirect to " in result.reason
     assert "a write never follows a redirect" in result.reason
     assert api.requests == []
 
@@ -1131,11 +1131,11 @@ def test_apply_paces_requests_from_every_worker_at_the_rate_limit(
 @pytest.mark.parametrize(
     ("status", "reason"),
     [
-        (301, "answered HTTP 301 Moved Permanently, a redirect to "),  # PUT again, body dropped
-        (302, "answered HTTP 302 Found, a redirect to "),  # turned into a GET
-        (303, "answered HTTP 303 See Other, a redirect to "),  # turned into a GET
-        (307, "answered HTTP 307 Temporary Redirect, a redirect to "),  # body sent elsewhere
-        (308, "answered HTTP 308 Permanent Redirect, a redirect to "),  # body sent elsewhere
+        (301, "HTTP 301 Moved Permanently, a redirect to "),  # PUT again, body dropped
+        (302, "HTTP 302 Found, a redirect to "),  # turned into a GET
+        (303, "HTTP 303 See Other, a redirect to "),  # turned into a GET
+        (307, "HTTP 307 Temporary Redirect, a redirect to "),  # body sent elsewhere
+        (308, "HTTP 308 Permanent Redirect, a redirect to "),  # body sent elsewhere
     ],
 )
 def test_apply_never_follows_a_redirect_with_a_write(
@@ -1161,7 +1161,7 @@ def test_apply_never_follows_a_redirect_with_a_write(
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
-        (echo(202), "answered HTTP 202 Accepted; only 200 or 201 with the product written"),
+        (echo(202), "HTTP 202 Accepted; only 200 or 201 with the product written"),
         (
             always(200, {"id": 1, "title": "Old title", "price": 5, "description": "Old"}),
             "product 1 came back without the values written (title, price, description differ)",

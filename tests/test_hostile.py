@@ -385,3 +385,46 @@ def test_a_host_name_that_does_not_resolve_fails_at_once_and_points_to_the_offli
     assert time.monotonic() - started < 5
     err = capsys.readouterr().err
     assert "no-such-host.invalid" in err and "python -m tools.local_api" in err
+
+
+# --- 13. unique values that move ------------------------------------------------------------------
+
+
+def test_products_that_exchange_or_hand_on_skus_converge_in_one_run(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    api = fake_api(products=20)
+    assert run(production_pipeline.main, api.url, database_url) == 0
+    sku = {pid: make_product(pid)["sku"] for pid in (3, 4, 8, 9)}
+    api.catalog.put({**make_product(3), "sku": sku[4]})  # 3 and 4 exchange their skus
+    api.catalog.put({**make_product(4), "sku": sku[3]})
+    api.catalog.put({**make_product(9), "sku": "handed-on-" + sku[9]})  # 9 hands its sku on
+    new_id = api.catalog.add()
+    api.catalog.put({**make_product(new_id), "sku": sku[9]})  # ... to a new product
+    api.catalog.delete(8)  # 8 is gone: its sku is free for product 10
+    api.catalog.put({**make_product(10), "sku": sku[8]})
+
+    assert run(production_pipeline.main, api.url, database_url) == 0
+
+    assert database_catalog(engine) == served_catalog(api.url)
+    recorded = last_run(engine)
+    assert (recorded.rejected, recorded.inserted, recorded.deleted) == (0, 1, 1)
+
+
+def test_a_sku_its_owner_keeps_is_refused_to_the_claimant_and_both_stay_as_they_were(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    api = fake_api(products=12)
+    assert run(production_pipeline.main, api.url, database_url) == 0
+    before = database_catalog(engine)
+    api.catalog.put({**make_product(5), "sku": make_product(6)["sku"]})  # 6 keeps it
+    api.catalog.touch(6)  # 6 changes, but not its sku
+
+    assert run(production_pipeline.main, api.url, database_url) == 0
+
+    after = database_catalog(engine)
+    assert after[5] == before[5]
+    assert after[6]["sku"] == before[6]["sku"] and after[6] != before[6]
+    with Session(engine) as session:
+        reasons = {r.source_id: r.reason for r in session.scalars(select(RejectedRecord))}
+    assert reasons == {"5": f"sku: {make_product(6)['sku']!r} is already used by product 6"}
