@@ -337,9 +337,14 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def create_schema(engine: Engine) -> list[str]:
     """Create the tables and indexes that are missing; return the names of the tables created.
 
-    On PostgreSQL this holds an advisory lock, so two first runs at once do not both try to
-    create the same tables: the second waits, then finds them.
+    A complete schema is seen with a read, so that a second process (``--history`` while a
+    sync runs) never waits for SQLite's write lock. On PostgreSQL creation holds an advisory
+    lock, so two first runs at once do not both try to create the same tables: the second
+    waits, then finds them.
     """
+    with engine.connect() as conn:
+        if set(Base.metadata.tables) <= set(inspect(conn).get_table_names()):
+            return []
     with write_transaction(engine) as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})

@@ -8,6 +8,7 @@ even though its own transaction rolled back).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NoReturn, Protocol
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,8 @@ from models import PipelineRun, write_transaction
 
 log = logging.getLogger(__name__)
 
+RUN_LOCK_CLASS = 7_301  # first key of the advisory locks that prove a run alive (PostgreSQL)
+
 
 class RunStatus(StrEnum):
     """How a run ended, as ``pipeline_runs.status`` stores it."""
@@ -48,6 +51,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     REFUSED = "refused"
     INTERRUPTED = "interrupted"
+    ABANDONED = "abandoned"  # left at running by a process that ended without recording it
     PARTIAL = "partial"  # applied what it read, deferred deletions (the summary says why)
     DRY_RUN = "dry-run"
 
@@ -91,6 +95,7 @@ class RecordedRun:
     """A run in progress: its id, its figures, and the status it will end with if nothing fails."""
 
     id: int
+    liveness: Liveness
     stats: RunStats = field(default_factory=RunStats)
     status: RunStatus = RunStatus.SUCCEEDED
     note: str | None = None  # why a partial run deferred something, kept in the error column
@@ -103,14 +108,18 @@ def recorded_run(engine: Engine, pipeline: str, paging: Paging) -> Iterator[Reco
     Every ending Python sees is recorded (an unexpected exception as failed, Ctrl-C or SIGTERM
     as interrupted), so no run it could see end is left at ``running``.
     """
-    run = RecordedRun(id=start_run(engine, pipeline))
-    started = time.perf_counter()
+    liveness = Liveness(engine)
     try:
-        yield run
-    except BaseException as exc:
-        _finish_run(engine, run, ending_status(exc), paging, started, describe_ending(exc))
-        raise
-    _finish_run(engine, run, run.status, paging, started, run.note)
+        run = RecordedRun(start_run(engine, pipeline, liveness), liveness)
+        started = time.perf_counter()
+        try:
+            yield run
+        except BaseException as exc:
+            _finish_run(engine, run, ending_status(exc), paging, started, describe_ending(exc))
+            raise
+        _finish_run(engine, run, run.status, paging, started, run.note)
+    finally:
+        liveness.close()
 
 
 def ending_status(exc: BaseException) -> RunStatus:
@@ -131,12 +140,109 @@ def describe_ending(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {one_line(exc)}"
 
 
-def start_run(engine: Engine, pipeline: str) -> int:
-    """Record a run as started, in its own transaction, and return its id."""
+def start_run(engine: Engine, pipeline: str, liveness: Liveness | None = None) -> int:
+    """Record a run as started, in its own transaction, and return its id.
+
+    With ``liveness``, the run holds its proof of life before its row is visible, and runs
+    left at ``running`` by processes that no longer exist are recorded as abandoned.
+    """
     with write_transaction(engine) as conn:
         started = insert(PipelineRun).values(pipeline=pipeline, status=RunStatus.RUNNING)
-        run_id = conn.execute(started.returning(PipelineRun.id)).scalar_one()
-    return int(run_id)
+        run_id = int(conn.execute(started.returning(PipelineRun.id)).scalar_one())
+        if liveness is not None:
+            liveness.hold(run_id)
+            _record_abandoned(conn, liveness, run_id)
+    return run_id
+
+
+def _record_abandoned(conn: Connection, liveness: Liveness, own_id: int) -> None:
+    """Mark the other runs still at ``running`` whose process has ended as abandoned."""
+    running = select(PipelineRun.id).where(
+        PipelineRun.status == RunStatus.RUNNING, PipelineRun.id != own_id
+    )
+    dead = [run_id for run_id in conn.scalars(running) if not liveness.is_alive(run_id)]
+    if dead:
+        log.warning("runs %s were left at running by processes that ended", dead)
+        conn.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id.in_(dead))
+            .values(
+                status=RunStatus.ABANDONED,
+                error="its process ended without recording how (killed, or the machine stopped)",
+            )
+        )
+
+
+class Liveness:
+    """Proof that a run's process is alive: a lock it holds while it runs, which its end frees.
+
+    PostgreSQL: a session-level advisory lock on (RUN_LOCK_CLASS, run id), held by a connection
+    of its own. SQLite: a POSIX byte-range lock at offset run id of a file beside the database
+    (``<database>-runs.lock``). Either is released by the operating system or the server when
+    the process dies, however it dies; so a row at ``running`` whose lock is free was abandoned.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._conn: Connection | None = None
+        self._fd: int | None = None
+        database = engine.url.database
+        self._path = f"{database}-runs.lock" if not self.postgres and database else None
+        if self._path == ":memory:-runs.lock":
+            self._path = None
+
+    def hold(self, run_id: int) -> None:
+        """Take this run's lock until ``close``."""
+        if self.postgres:
+            self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._conn.execute(
+                text("SELECT pg_advisory_lock(:kind, :run)"),
+                {"kind": RUN_LOCK_CLASS, "run": run_id},
+            )
+        elif self._path is not None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, run_id)
+
+    def is_alive(self, run_id: int) -> bool:
+        """Whether a process still holds ``run_id``'s lock (True when it cannot be told)."""
+        if self.postgres:
+            with self.engine.connect() as conn:
+                free = conn.scalar(
+                    text("SELECT pg_try_advisory_lock_shared(:kind, :run)"),
+                    {"kind": RUN_LOCK_CLASS, "run": run_id},
+                )
+                if free:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock_shared(:kind, :run)"),
+                        {"kind": RUN_LOCK_CLASS, "run": run_id},
+                    )
+                conn.rollback()
+            return not free
+        if self._path is None or not os.path.exists(self._path):
+            return True
+        # The run's own descriptor when there is one: closing any other descriptor of the file
+        # would drop this process's POSIX locks on it.
+        fd = self._fd if self._fd is not None else os.open(self._path, os.O_RDWR)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, run_id)
+        except OSError:
+            return True
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, run_id)
+            return False
+        finally:
+            if fd != self._fd:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Let the lock go: the run has recorded how it ended."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _finish_run(
@@ -210,11 +316,15 @@ def format_history(engine: Engine, limit: int) -> str:
         f"{'ins':>7} {'upd':>7} {'same':>7} {'del':>6} {'rej':>5}  error"
     )
     lines = [header]
+    liveness = Liveness(engine)
     with Session(engine) as session:
         for run in session.scalars(query):
+            status = run.status
+            if status == RunStatus.RUNNING and not liveness.is_alive(run.id):
+                status = RunStatus.ABANDONED  # shown so; the next run records it
             lines.append(
                 f"{run.id:>5} {run.pipeline:<20} {run.started_at:%Y-%m-%d %H:%M:%S} "
-                f"{run.status:<10} {run.seconds or 0:>7.1f} {run.inserted:>7} {run.updated:>7} "
+                f"{status:<10} {run.seconds or 0:>7.1f} {run.inserted:>7} {run.updated:>7} "
                 f"{run.unchanged:>7} {run.deleted:>6} {run.rejected:>5}  {run.error or ''}"
             )
     return "\n".join(lines)

@@ -428,3 +428,34 @@ def test_a_sku_its_owner_keeps_is_refused_to_the_claimant_and_both_stay_as_they_
     with Session(engine) as session:
         reasons = {r.source_id: r.reason for r in session.scalars(select(RejectedRecord))}
     assert reasons == {"5": f"sku: {make_product(6)['sku']!r} is already used by product 6"}
+
+
+# --- 5. runs whose process died ------------------------------------------------------------------
+
+
+def test_a_run_killed_outright_is_shown_and_then_recorded_as_abandoned(
+    fake_api: Any, database_url: str, engine: Engine, capsys: Any
+) -> None:
+    api = fake_api(products=30)
+    api.add_fault(Fault("stall", skip=9, times=-1, seconds=60))
+    command = [sys.executable, "production_pipeline.py", "--api-url", api.url]
+    command += ["--database-url", database_url, "--page-size", "10", "--read-timeout", "50"]
+    command += ["--max-retries", "0", "--rate-limit", "0", "--concurrency", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(api.list_requests()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert last_run(engine).status == RunStatus.RUNNING  # alive: its lock is held
+
+    assert production_pipeline.main(["--database-url", database_url, "--history"]) == 0
+    assert " running " in capsys.readouterr().out
+    process.kill()
+    process.wait(timeout=10)
+
+    assert production_pipeline.main(["--database-url", database_url, "--history"]) == 0
+    assert " abandoned " in capsys.readouterr().out
+    api.clear_faults()
+    assert run(production_pipeline.main, api.url, database_url) == 0
+    with Session(engine) as session:
+        statuses = list(session.scalars(select(PipelineRun.status).order_by(PipelineRun.id)))
+    assert statuses == [RunStatus.ABANDONED, RunStatus.SUCCEEDED]

@@ -845,6 +845,11 @@ class FakeDummyJson:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """Forget every injected fault: the server answers normally again."""
+        with self._lock:
+            self._faults.clear()
+
     def chaos(
         self,
         rate: float,
