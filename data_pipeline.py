@@ -58,7 +58,14 @@ from etl.fields import (
     valid_text,
     valid_timestamp,
 )
-from etl.runs import RunStats, exit_process, recorded_run, rejection_row, stop_on_sigterm
+from etl.runs import (
+    RunStats,
+    exit_process,
+    ignore_signals,
+    recorded_run,
+    rejection_row,
+    stop_on_signals,
+)
 from etl.settings import (
     DEFAULT_MAX_PAGES,
     Settings,
@@ -447,6 +454,7 @@ def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extr
         reason = extraction.deletion_blocker()
         if reason:
             raise ExtractionIncomplete(f"extraction incomplete, catalog left as it was: {reason}")
+        ignore_signals()  # the commit is next: from here on, the run ends as it is recorded
     return run.stats, extraction
 
 
@@ -454,31 +462,31 @@ def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the basic pipeline; 0 on success, 1 if the run failed, 2 on bad usage."""
+    """Run the basic pipeline; 0 on success, 1 if the run failed, 2 on bad usage,
+    130 / 143 when Ctrl-C or SIGTERM stopped it."""
     parser = argparse.ArgumentParser(
         description="Load DummyJSON's products into the database: a full refresh, one transaction."
     )
     add_settings_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        settings = resolve_settings(args)
-        configure_logging(settings.verbose)
-        log.info(
-            "api %s -> database %s", mask_url(settings.api_url), mask_url(settings.database_url)
-        )
-        engine = open_database(settings)
-        with stop_on_sigterm():
+    with stop_on_signals():
+        try:
+            settings = resolve_settings(args)
+            configure_logging(settings.verbose)
+            shown = (mask_url(settings.api_url), mask_url(settings.database_url))
+            log.info("api %s -> database %s", *shown)
+            engine = open_database(settings)
             stats, _ = run_full_refresh(settings, engine)
-    except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
-        print(f"error: {failure_message(exc)}", file=sys.stderr)
-        return exit_code(exc)
-    engine.dispose()
-    print(
-        f"loaded {stats.inserted} products, rejected {stats.rejected}, "
-        f"{stats.pages} pages in {stats.seconds:.1f} s"
-    )
-    if stats.normalised:
-        print(f"float noise rounded to cents in {stats.normalised} product(s)")
+        except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
+            print(f"error: {failure_message(exc)}", file=sys.stderr)
+            return exit_code(exc)
+        engine.dispose()
+        print(
+            f"loaded {stats.inserted} products, rejected {stats.rejected}, "
+            f"{stats.pages} pages in {stats.seconds:.1f} s"
+        )
+        if stats.normalised:
+            print(f"float noise rounded to cents in {stats.normalised} product(s)")
     return 0
 
 

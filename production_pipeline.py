@@ -62,9 +62,10 @@ from etl.runs import (
     RunStatus,
     exit_process,
     format_history,
+    ignore_signals,
     recorded_run,
     rejection_row,
-    stop_on_sigterm,
+    stop_on_signals,
 )
 from etl.settings import (
     MAX_SECONDS,
@@ -321,7 +322,13 @@ def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncRe
         write_transaction(engine) as conn,
     ):
         products = with_progress(
-            iter_products(client, settings.page_size, extraction, concurrency=settings.concurrency),
+            iter_products(
+                client,
+                settings.page_size,
+                extraction,
+                concurrency=settings.concurrency,
+                max_pages=settings.max_pages,
+            ),
             extraction,
             options.progress,
         )
@@ -331,6 +338,7 @@ def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncRe
         if options.dry_run:
             run.status = RunStatus.DRY_RUN
             conn.rollback()
+        ignore_signals()  # the commit is next: from here on, the run ends as it is recorded
     return report
 
 
@@ -420,35 +428,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sync; 0 on success, 1 if it failed or was refused, 2 on bad usage."""
+    """Run one sync; 0 on success, 1 if it failed or was refused, 2 on bad usage,
+    130 / 143 when Ctrl-C or SIGTERM stopped it."""
     args = build_parser().parse_args(argv)
-    try:
-        settings = resolve_settings(args)
-        check_range("--max-delete-fraction", args.max_delete_fraction, 0, 1, low_open=False)
-        check_range("--lock-timeout", args.lock_timeout, 0, MAX_SECONDS)
-        if args.history is not None:
-            check_range("--history", args.history, 1, 10_000)
-        configure_logging(settings.verbose)
-        options = SyncOptions(
-            delete_stale=not args.no_delete,
-            allow_mass_delete=args.allow_mass_delete,
-            max_delete_fraction=args.max_delete_fraction,
-            dry_run=args.dry_run,
-            lock_timeout=args.lock_timeout,
-            progress=sys.stderr.isatty(),
-        )
-        engine = open_database(settings)
-        if args.history is not None:
-            print(format_history(engine, args.history))
-            return 0
-        log.info("sync %s -> %s", mask_url(settings.api_url), mask_url(settings.database_url))
-        with stop_on_sigterm():
+    with stop_on_signals():
+        try:
+            settings = resolve_settings(args)
+            check_range("--max-delete-fraction", args.max_delete_fraction, 0, 1, low_open=False)
+            check_range("--lock-timeout", args.lock_timeout, 0, MAX_SECONDS)
+            if args.history is not None:
+                check_range("--history", args.history, 1, 10_000)
+            configure_logging(settings.verbose)
+            options = SyncOptions(
+                delete_stale=not args.no_delete,
+                allow_mass_delete=args.allow_mass_delete,
+                max_delete_fraction=args.max_delete_fraction,
+                dry_run=args.dry_run,
+                lock_timeout=args.lock_timeout,
+                progress=sys.stderr.isatty(),
+            )
+            engine = open_database(settings)
+            if args.history is not None:
+                print(format_history(engine, args.history))
+                return 0
+            shown = (mask_url(settings.api_url), mask_url(settings.database_url))
+            log.info("sync %s -> %s", *shown)
             report = run_sync(settings, engine, options)
-    except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
-        print(f"error: {failure_message(exc)}", file=sys.stderr)
-        return exit_code(exc)
-    engine.dispose()
-    print(format_summary(report, options.dry_run))
+        except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
+            print(f"error: {failure_message(exc)}", file=sys.stderr)
+            return exit_code(exc)
+        engine.dispose()
+        print(format_summary(report, options.dry_run))
     return 0
 
 

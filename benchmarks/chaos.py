@@ -10,6 +10,10 @@ subprocess against a second server over the same catalog that injects a seeded m
 * a catalog change between two pages (products touched, deleted ahead, or deleted behind the
   cursor while one is added, the shift offset paging cannot see by counting);
 * SIGKILL at a random moment of the sync (a random log line, or a random delay after start);
+* hostile input (the "hostile" trials): products whose id cannot be read (deletions must
+  wait), prices with float noise (rounded to the cent) or real sub-cent precision (set aside),
+  skus exchanged between two products, a first page announcing an absurd total, a page that
+  trickles past the request deadline, and Ctrl-C or SIGTERM while paging;
 * the database connection cut mid-write: on PostgreSQL the sync's backend is terminated with
   ``pg_terminate_backend`` while a lock held by the harness keeps it inside a statement (the
   COPY of new products while paging, the deletion of stale ones, or the merge); on SQLite,
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import os
 import random
 import signal
@@ -72,7 +78,12 @@ RUN_TIMEOUT = 90.0  # a run still alive after this is counted as hung
 HTTP_KINDS = ("500", "502", "503", "429", "truncate", "drop")
 CHANGE_KINDS = ("touch", "shift", "delete-ahead", "add", "delete-ahead-and-add")
 # Each trial has a primary fault so that even a few trials cover every kind.
-PRIMARY = ("http", "stall", "change", "sigkill", "dbcut", "storm")
+PRIMARY = ("http", "stall", "change", "sigkill", "dbcut", "storm", "hostile")
+# Hostile products: what a product becomes ("sku-swap" takes two), and run-level hostility.
+HOSTILE_PRODUCTS = ("unreadable-id", "float-noise", "sub-cent", "sku-swap")
+HOSTILE_RUNS = ("none", "none", "huge-total", "trickle", "SIGINT", "SIGTERM")
+REQUEST_DEADLINE = 1.5  # seconds: a trickling page outlives it
+TRICKLE_SECONDS = 0.05  # between two bytes of a trickling page
 CHILD_KEYS = {"product_tags": "product_id", "product_images": "product_id", "reviews": "product_id"}
 TABLE_KEYS = {
     "products": "id",
@@ -93,6 +104,14 @@ FAULT_LABELS = (
     ("change", "catalog change between pages"),
     ("sigkill", "SIGKILL at a random moment"),
     ("dbcut", "database connection cut mid-write"),
+    ("unreadable-id", "product without a readable id"),
+    ("float-noise", "price with float noise"),
+    ("sub-cent", "price with sub-cent precision"),
+    ("sku-swap", "skus exchanged by two products"),
+    ("huge-total", "absurd total on the first page"),
+    ("trickle", "page trickling past the deadline"),
+    ("SIGINT", "Ctrl-C while paging"),
+    ("SIGTERM", "SIGTERM while paging"),
 )
 MUST_BE_ZERO = (
     ("lost", "valid products lost"),
@@ -120,8 +139,10 @@ class Plan:
     http: list[tuple[int, str, int]] = field(default_factory=list)  # (page index, kind, times)
     stall: tuple[int, int] | None = None  # (page index, times)
     change: tuple[int, str] | None = None  # (page index >= 1, kind)
-    kill: str | None = None  # "sigkill" | "dbcut"
+    kill: str | None = None  # "sigkill" | "dbcut" | "SIGINT" | "SIGTERM"
     kill_moment: str = ""  # a log needle, or "after:<seconds>"
+    hostile: list[tuple[str, int]] = field(default_factory=list)  # (kind, product id)
+    hostile_run: str = "none"  # "huge-total" | "trickle" | "SIGINT" | "SIGTERM" | "none"
 
     def describe(self) -> str:
         parts = [f"primary={self.primary}", f"concurrency={self.concurrency}"]
@@ -134,6 +155,10 @@ class Plan:
             parts.append(f"change={self.change[1]}@p{self.change[0]}")
         if self.kill:
             parts.append(f"{self.kill} at {self.kill_moment!r}")
+        if self.hostile:
+            parts.append("hostile=" + ",".join(f"{kind}:{pid}" for kind, pid in self.hostile))
+        if self.hostile_run != "none":
+            parts.append(f"hostile-run={self.hostile_run}")
         return " ".join(parts)
 
 
@@ -185,7 +210,54 @@ def make_plan(rng: random.Random, trial: int, products: int, pages: int) -> Plan
             plan.touch = [ids[n_delete]]
         if plan.kill_moment == "writing" and not plan.add:
             plan.add = 1  # a new product: its rows are copied into the catalog while paging
+    if primary == "hostile":
+        _plan_hostility(plan, rng, ids[n_delete + n_touch :], pages)
     return plan
+
+
+def _plan_hostility(plan: Plan, rng: random.Random, spare: list[int], pages: int) -> None:
+    """Hostile products among those the trial did not otherwise change, and one run-level act."""
+    plan.http, plan.stall, plan.change, plan.kill = [], None, None, None
+    free = list(spare)
+    for kind in rng.sample(HOSTILE_PRODUCTS, rng.randint(1, len(HOSTILE_PRODUCTS))):
+        if len(free) < 2:
+            break
+        plan.hostile.append((kind, free.pop()))
+        if kind == "sku-swap":
+            plan.hostile.append((kind, free.pop()))
+    plan.hostile_run = rng.choice(HOSTILE_RUNS)
+    if plan.hostile_run in ("SIGINT", "SIGTERM") and pages > 1:
+        plan.kill = plan.hostile_run
+        plan.kill_moment = f"page:{rng.randrange(pages - 1)}"
+    elif plan.hostile_run in ("SIGINT", "SIGTERM"):
+        plan.hostile_run = "none"
+
+
+def make_hostile(catalog: Catalog, plan: Plan) -> None:
+    """Serve the plan's hostile products from the catalog (``heal`` undoes it)."""
+    swap = [pid for kind, pid in plan.hostile if kind == "sku-swap"]
+    for kind, pid in plan.hostile:
+        product = catalog.get(pid)
+        if product is None:
+            continue
+        if kind == "unreadable-id":
+            catalog.put({**product, "id": str(pid)}, at_id=pid)
+        elif kind == "float-noise":
+            catalog.put({**product, "price": math.nextafter(float(product["price"]), math.inf)})
+        elif kind == "sub-cent":
+            catalog.put({**product, "price": float(product["price"]) + 0.001})
+    if len(swap) == 2:
+        first, second = (catalog.get(pid) for pid in swap)
+        if first is not None and second is not None:
+            catalog.put({**first, "sku": second["sku"]})
+            catalog.put({**second, "sku": first["sku"]})
+
+
+def heal(catalog: Catalog, plan: Plan) -> None:
+    """Serve every hostile product as a valid one again (a new version of it)."""
+    for _, pid in plan.hostile:
+        if pid in catalog.ids():
+            catalog.touch(pid)
 
 
 # --- per-database set-up -----------------------------------------------------------------------
@@ -329,6 +401,8 @@ def sync_command(api_url: str, database_url: str, concurrency: int) -> list[str]
         str(concurrency),
         "--lock-timeout",
         "20",
+        "--request-deadline",
+        str(REQUEST_DEADLINE),
         "-v",
     ]
 
@@ -362,6 +436,7 @@ class RunResult:
     returncode: int | None
     output: str
     killed: bool = False
+    signalled: bool = False  # Ctrl-C or SIGTERM: it must stop cleanly, as interrupted
     hung: bool = False
     injected: Counter[str] = field(default_factory=Counter)
 
@@ -419,6 +494,15 @@ def _add_faults(
         faults.append(
             ("stall", times, Fault("stall", skip=skip, times=times, seconds=STALL_SECONDS))
         )
+    if plan.hostile_run == "huge-total":
+        products, _ = api.catalog.page(0, PAGE_SIZE)
+        body = json.dumps({"products": products, "total": 10**12, "skip": 0, "limit": PAGE_SIZE})
+        faults.append(("huge-total", 1, Fault("body", skip=0, times=1, body=body.encode())))
+    if plan.hostile_run == "trickle":
+        skip = skips[rng.randrange(len(skips))]
+        times = rng.choice((1, MAX_RETRIES + 1))  # once is retried away; more outlasts retries
+        trickle = Fault("trickle", skip=skip, times=times, seconds=TRICKLE_SECONDS)
+        faults.append(("trickle", times, trickle))
     for _, _, fault in faults:
         api.add_fault(fault)
     return faults
@@ -489,8 +573,12 @@ def _interrupt(
     if moment.startswith("page:"):
         moment = f"page at skip={skips[min(int(moment[5:]), len(skips) - 1)]}:"
     if _reach(output, moment, rng) and process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-        result.killed = True
+        if plan.kill in ("SIGINT", "SIGTERM"):
+            process.send_signal(getattr(signal, plan.kill))  # a clean stop is expected
+            result.signalled = True
+        else:
+            process.send_signal(signal.SIGKILL)
+            result.killed = True
         result.injected[plan.kill] += 1
 
 
@@ -565,6 +653,34 @@ def matches_source(db: dict[int, Any], start: dict[int, Any], end: dict[int, Any
     return all(
         db.get(pid) in (start.get(pid), end.get(pid)) for pid in set(db) | set(start) | set(end)
     )
+
+
+def bad_ids(plan: Plan) -> set[int]:
+    """Products the trial served in a form the sync must set aside (their previous row stays)."""
+    return {pid for kind, pid in plan.hostile if kind in ("unreadable-id", "sub-cent")}
+
+
+def matches_hostile(
+    db: dict[int, Any],
+    previous: dict[int, Any],
+    start: dict[int, Any],
+    end: dict[int, Any],
+    plan: Plan,
+) -> bool:
+    """The catalog is what a sync of a hostile source must leave: the source's, except that a
+    product served without a readable id or with sub-cent money keeps its previous row, and,
+    when an id could not be read, every deletion waits (the deleted products are still there).
+    Float noise is compared rounded, as the sync stores it: the served catalog is read rounded.
+    """
+    bad = bad_ids(plan)
+    deferred = any(kind == "unreadable-id" for kind, _ in plan.hostile)
+    for pid in set(db) | set(start) | set(end) | set(previous):
+        if pid in bad or (deferred and pid in previous and pid not in start and pid not in end):
+            if db.get(pid) != previous.get(pid):
+                return False
+        elif db.get(pid) not in (start.get(pid), end.get(pid)):
+            return False
+    return True
 
 
 def duplicate_keys(engine: Engine) -> int:
@@ -642,6 +758,10 @@ def _reason(output: str) -> str:
     line = next((ln for ln in reversed(output.splitlines()) if ln.startswith("error:")), "")
     for needle, label in (
         ("refusing to delete", "mass deletion refused"),
+        ("--max-pages", "absurd total refused"),
+        ("--request-deadline", "request deadline after retries"),
+        ("interrupted (Ctrl-C)", "stopped by Ctrl-C"),
+        ("SIGTERM", "stopped by SIGTERM"),
         ("shifted", "catalog shift seen, refused"),
         ("total changed", "total changed, refused"),
         ("extraction incomplete", "extraction incomplete, refused"),
@@ -674,32 +794,39 @@ def check_trial(
     """Check the invariants after the faulty run; count the outcome, return the figures."""
     after = database_catalog(db.engine)
     is_previous = after == previous
-    is_source = matches_source(after, start, end)
+    if plan.hostile:
+        is_source = matches_hostile(after, previous, start, end, plan)
+    else:
+        is_source = matches_source(after, start, end)
     run = last_run_after(db.engine, run_before)
     status = run.status if run is not None else None
     figures = Counter[str]()
-    figures["lost"] = len((set(previous) & set(start) & set(end)) - set(after))
+    kept = set(previous) & set(start) & set(end)
+    figures["lost"] = len(kept - set(after))
     figures["inconsistent"] = int(not (is_previous or is_source))
     figures["duplicates"] = duplicate_keys(db.engine)
     figures["orphans"] = orphan_rows(db.engine)
     figures["false_success"] = int(
-        (result.returncode == 0 or status == "succeeded") and not is_source
+        (result.returncode == 0 or status in ("succeeded", "partial")) and not is_source
     )
     unclean = result.hung or "Traceback" in result.output
     if not result.killed:
         last_line = next((ln for ln in reversed(result.output.splitlines()) if ln.strip()), "")
         if result.returncode == 0:
-            unclean = unclean or status != "succeeded"
+            unclean = unclean or status not in ("succeeded", "partial")
         else:
-            recorded = status in ("failed", "refused") and bool(run and run.error)
-            unclean = unclean or result.returncode not in (1, 2) or not recorded
+            ended = ("failed", "refused", "interrupted")
+            recorded = status in ended and bool(run and run.error)
+            unclean = unclean or result.returncode not in (1, 2, 130, 143) or not recorded
             unclean = unclean or not last_line.startswith("error:")
     figures["unclean"] = int(unclean)
 
     if result.killed:
         tally.outcomes["killed after its commit" if is_source else "killed before its commit"] += 1
     elif result.returncode == 0:
-        tally.outcomes["succeeded"] += 1
+        tally.outcomes[
+            "succeeded" if status == "succeeded" else "partial (deletions deferred)"
+        ] += 1
     elif not unclean:
         tally.outcomes["failed cleanly"] += 1
         tally.reasons[_reason(result.output)] += 1
@@ -737,11 +864,13 @@ def run_trial(
                 catalog.touch(pid)
             for _ in range(plan.add):
                 catalog.add()
+            make_hostile(catalog, plan)
             skips = page_skips(clean)
-            start = served_catalog(clean.url)
+            start = served_catalog(clean.url, exclude=bad_ids(plan))
             result = run_faulty_sync(catalog, db, plan, skips, rng, command)
-            end = served_catalog(clean.url)
+            end = served_catalog(clean.url, exclude=bad_ids(plan))
             figures = check_trial(tally, trial, plan, db, result, previous, start, end, run_before)
+            heal(catalog, plan)
             clean_sync(clean.url, db)
             figures["not_recovered"] = int(database_catalog(db.engine) != served_catalog(clean.url))
         tally.trials += 1
@@ -753,6 +882,8 @@ def run_trial(
                 flush=True,
             )
         tally.faults.update(result.injected)
+        tally.faults.update(kind for kind, _ in plan.hostile if kind != "sku-swap")
+        tally.faults["sku-swap"] += sum(kind == "sku-swap" for kind, _ in plan.hostile) // 2
         tally.zero.update(figures)
         if any(figures.values()):
             tail = " | ".join(result.output.splitlines()[-3:])
@@ -816,8 +947,10 @@ def format_table(tally: Tally, seed: int, products: int) -> str:
         lines.append(f"  {shown:<42}{tally.faults[key]:>8}")
     lines.append("runs")
     lines.append(f"  {'succeeded':<42}{tally.outcomes['succeeded']:>8}")
-    lines.append(f"  {'failed cleanly (exit 1, one line, recorded)':<42}")
-    lines[-1] += f"{tally.outcomes['failed cleanly']:>8}"
+    partial = "partial (deletions deferred)"
+    lines.append(f"  {partial:<42}{tally.outcomes[partial]:>8}")
+    lines.append(f"  {'failed or stopped cleanly (one line, recorded)':<46}")
+    lines[-1] += f"{tally.outcomes['failed cleanly']:>4}"
     for label, count in tally.reasons.most_common():
         lines.append(f"    {label[:38]:<40}{count:>8}")
     for label in ("killed before its commit", "killed after its commit", "ended uncleanly"):

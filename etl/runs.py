@@ -266,16 +266,26 @@ def _finish_run(
 
 
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops the run the way Ctrl-C does: through the same roll-back and record."""
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM stops the run the way Ctrl-C does, through the same roll-back and record; both
+    handlers are put back on exit (``ignore_signals`` may have set them aside)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def ignore_signals() -> None:
+    """From the commit on, a signal could only make the run lie about its outcome: ignore it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def exit_process(code: int) -> NoReturn:

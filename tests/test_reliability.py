@@ -66,17 +66,18 @@ def test_a_seeded_fault_campaign_loses_nothing_and_reports_no_false_success(
 ) -> None:
     server = request.getfixturevalue("postgres_server_url") if database == "postgresql" else None
     tally = chaos.run_campaign(
-        database, trials=6, seed=3, products=100, postgres_server_url=server, progress=None
+        database, trials=7, seed=3, products=100, postgres_server_url=server, progress=None
     )
 
-    assert tally.trials == 6
+    assert tally.trials == 7
     assert tally.problems == []
     assert tally.clean, chaos.format_table(tally, 3, 100)
-    # Six trials cycle through every primary fault: each kind of trouble really happened.
+    # Seven trials cycle through every primary fault: each kind of trouble really happened.
     assert sum(tally.faults[kind] for kind in chaos.HTTP_KINDS) > 0
     assert tally.faults["stall"] > 0
     assert tally.faults["dbcut"] + tally.faults["sigkill"] > 0
     assert tally.outcomes["failed cleanly"] > 0
+    assert sum(tally.faults[kind] for kind in chaos.HOSTILE_PRODUCTS) > 0
 
 
 def _lossy_sync(api_url: str, database_url: str, concurrency: int) -> list[str]:
