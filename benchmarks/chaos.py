@@ -52,6 +52,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -660,6 +661,18 @@ def bad_ids(plan: Plan) -> set[int]:
     return {pid for kind, pid in plan.hostile if kind in ("unreadable-id", "sub-cent")}
 
 
+def served_as_stored(api_url: str, plan: Plan) -> dict[int, Any]:
+    """The served catalog as a sync must store it: without the products it must set aside
+    (one served under a text id among them), float noise rounded to the cent."""
+    served = served_catalog(api_url, exclude=bad_ids(plan))
+    catalog = {pid: row for pid, row in served.items() if isinstance(pid, int)}
+    for kind, pid in plan.hostile:
+        if kind == "float-noise" and pid in catalog:
+            price = catalog[pid]["price"]
+            catalog[pid] = {**catalog[pid], "price": Decimal(price).quantize(Decimal("0.01"))}
+    return catalog
+
+
 def matches_hostile(
     db: dict[int, Any],
     previous: dict[int, Any],
@@ -670,7 +683,7 @@ def matches_hostile(
     """The catalog is what a sync of a hostile source must leave: the source's, except that a
     product served without a readable id or with sub-cent money keeps its previous row, and,
     when an id could not be read, every deletion waits (the deleted products are still there).
-    Float noise is compared rounded, as the sync stores it: the served catalog is read rounded.
+    Float noise is compared rounded, as the sync stores it (``served_as_stored``).
     """
     bad = bad_ids(plan)
     deferred = any(kind == "unreadable-id" for kind, _ in plan.hostile)
@@ -866,9 +879,9 @@ def run_trial(
                 catalog.add()
             make_hostile(catalog, plan)
             skips = page_skips(clean)
-            start = served_catalog(clean.url, exclude=bad_ids(plan))
+            start = served_as_stored(clean.url, plan)
             result = run_faulty_sync(catalog, db, plan, skips, rng, command)
-            end = served_catalog(clean.url, exclude=bad_ids(plan))
+            end = served_as_stored(clean.url, plan)
             figures = check_trial(tally, trial, plan, db, result, previous, start, end, run_before)
             heal(catalog, plan)
             clean_sync(clean.url, db)
