@@ -54,6 +54,12 @@ class DummyJsonClient:
     sends one). A body that breaks off, times out or is not the JSON expected is retried here,
     because urllib3 has already returned the response when that happens. Every request, from
     any thread, goes through one ``RequestPacer``.
+
+    A body is read a piece at a time against a deadline for the whole response (a server that
+    trickles a byte at a time never trips the read timeout) and a cap on its decompressed
+    size; a run deadline, when set, bounds everything from the client's creation on. A write
+    never follows a redirect and counts only when answered 200 or 201. ``cancel()`` stops
+    every worker at its next piece, retry or turn. URLs are shown with credentials masked.
     """
 
     def __init__(

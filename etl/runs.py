@@ -176,30 +176,35 @@ def _record_abandoned(conn: Connection, liveness: Liveness, own_id: int) -> None
 class Liveness:
     """Proof that a run's process is alive: a lock it holds while it runs, which its end frees.
 
-    PostgreSQL: a session-level advisory lock on (RUN_LOCK_CLASS, run id), held by a connection
-    of its own. SQLite: a POSIX byte-range lock at offset run id of a file beside the database
-    (``<database>-runs.lock``). Either is released by the operating system or the server when
-    the process dies, however it dies; so a row at ``running`` whose lock is free was abandoned.
+    PostgreSQL: a session-level advisory lock keyed by the schema and the run id, held by a
+    connection of its own. SQLite: a POSIX byte-range lock at offset run id of a file beside
+    the database (``<database>-runs.lock``). Either is released by the server or the operating
+    system when the process dies, however it dies; so a row at ``running`` whose lock is free
+    was abandoned. Taking the lock never waits: a lock that cannot be had proves nothing.
     """
+
+    # One 64-bit key per schema and run, so that catalogs in two schemas never share a key.
+    _KEY = "hashtextextended(current_schema() || '/run/' || :run, :kind)"
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
+        self._run_id: int | None = None
         self._fd: int | None = None
         database = engine.url.database
-        self._path = f"{database}-runs.lock" if not self.postgres and database else None
-        if self._path == ":memory:-runs.lock":
-            self._path = None
+        in_file = not self.postgres and database and database != ":memory:"
+        self._path = f"{database}-runs.lock" if in_file else None
 
     def hold(self, run_id: int) -> None:
         """Take this run's lock until ``close``."""
         if self.postgres:
             self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self._conn.execute(
-                text("SELECT pg_advisory_lock(:kind, :run)"),
-                {"kind": RUN_LOCK_CLASS, "run": run_id},
+            held = self._conn.scalar(
+                text(f"SELECT pg_try_advisory_lock({self._KEY})"),
+                {"kind": RUN_LOCK_CLASS, "run": str(run_id)},
             )
+            self._run_id = run_id if held else None
         elif self._path is not None:
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, run_id)
@@ -207,16 +212,11 @@ class Liveness:
     def is_alive(self, run_id: int) -> bool:
         """Whether a process still holds ``run_id``'s lock (True when it cannot be told)."""
         if self.postgres:
+            key = {"kind": RUN_LOCK_CLASS, "run": str(run_id)}
             with self.engine.connect() as conn:
-                free = conn.scalar(
-                    text("SELECT pg_try_advisory_lock_shared(:kind, :run)"),
-                    {"kind": RUN_LOCK_CLASS, "run": run_id},
-                )
+                free = conn.scalar(text(f"SELECT pg_try_advisory_lock_shared({self._KEY})"), key)
                 if free:
-                    conn.execute(
-                        text("SELECT pg_advisory_unlock_shared(:kind, :run)"),
-                        {"kind": RUN_LOCK_CLASS, "run": run_id},
-                    )
+                    conn.execute(text(f"SELECT pg_advisory_unlock_shared({self._KEY})"), key)
                 conn.rollback()
             return not free
         if self._path is None or not os.path.exists(self._path):
@@ -236,8 +236,14 @@ class Liveness:
                 os.close(fd)
 
     def close(self) -> None:
-        """Let the lock go: the run has recorded how it ended."""
+        """Let the lock go: the run has recorded how it ended. (The connection goes back to
+        the pool, so the session's lock is released explicitly.)"""
         if self._conn is not None:
+            if self._run_id is not None:
+                self._conn.execute(
+                    text(f"SELECT pg_advisory_unlock({self._KEY})"),
+                    {"kind": RUN_LOCK_CLASS, "run": str(self._run_id)},
+                )
             self._conn.close()
             self._conn = None
         if self._fd is not None:

@@ -458,3 +458,14 @@ def test_a_self_signed_certificate_is_refused_and_accepted_once_trusted(
 
     assert_fails_in_one_line(refused, 1, "CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
     assert trusted.code == 0, trusted.err
+
+
+def test_env_example_lists_every_setting_the_pipelines_read() -> None:
+    from etl.settings import _SETTING_SOURCES  # noqa: PLC0415 (the one list of settings)
+
+    listed = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert {env_name for _, env_name, _ in _SETTING_SOURCES} <= listed
