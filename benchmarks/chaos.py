@@ -773,7 +773,7 @@ def _reason(output: str) -> str:
         ("refusing to delete", "mass deletion refused"),
         ("--max-pages", "absurd total refused"),
         ("--request-deadline", "request deadline after retries"),
-        ("interrupted (Ctrl-C)", "stopped by Ctrl-C"),
+        ("interrupted (SIGINT", "stopped by Ctrl-C"),
         ("SIGTERM", "stopped by SIGTERM"),
         ("shifted", "catalog shift seen, refused"),
         ("total changed", "total changed, refused"),

@@ -51,8 +51,13 @@ class Interrupted(PipelineError):
     exit_code = 130
 
 
-class Terminated(Interrupted):
-    """The run was stopped by SIGTERM; nothing changed."""
+class Terminated(KeyboardInterrupt):
+    """The run was stopped by SIGTERM; nothing changed.
+
+    A ``KeyboardInterrupt``, as Ctrl-C's is, and not an ``Exception``: code that catches
+    ``Exception`` and carries on (logging does, when a signal lands inside a log call) must not
+    swallow it.
+    """
 
     exit_code = 143
 
@@ -85,8 +90,7 @@ def failure_message(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt | Interrupted):
-        reason = str(exc) if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-        return f"run stopped, database unchanged: {reason}"
+        return f"run stopped, database unchanged: {stop_reason(exc)}"
     if "database is locked" in str(exc) and not isinstance(exc, PipelineError):
         # SQLite's busy timeout ran out: say it in the same words as PostgreSQL's lock timeout.
         return (
@@ -96,9 +100,14 @@ def failure_message(exc: BaseException) -> str:
     return f"run failed, database unchanged: {one_line(exc)}"
 
 
+def stop_reason(exc: BaseException) -> str:
+    """What stopped a run: SIGTERM, or Ctrl-C (SIGINT)."""
+    return str(exc) if isinstance(exc, Terminated) else "interrupted (SIGINT, Ctrl-C)"
+
+
 def exit_code(exc: BaseException) -> int:
     """The exit code for an error that ended a run: the error's own, 130 for Ctrl-C, else 1."""
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Terminated):
         return Interrupted.exit_code
     return int(getattr(exc, "exit_code", 1))
 

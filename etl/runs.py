@@ -34,6 +34,7 @@ from etl.errors import (
     Terminated,
     one_line,
     raise_terminated,
+    stop_reason,
 )
 from etl.fields import is_utf8
 from models import PipelineRun, write_transaction
@@ -134,7 +135,7 @@ def ending_status(exc: BaseException) -> RunStatus:
 def describe_ending(exc: BaseException) -> str:
     """One line for ``pipeline_runs.error``: the error, or the signal that stopped the run."""
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (SIGINT, Ctrl-C)"
+        return stop_reason(exc)
     if isinstance(exc, PipelineError | SQLAlchemyError):
         return one_line(exc)
     return f"{type(exc).__name__}: {one_line(exc)}"
