@@ -40,6 +40,7 @@ import requests
 
 from benchmarks.harness import (
     MILLION,
+    ROOT,
     CatalogServer,
     Output,
     command_line,
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, arguments, out)
     finally:
         out.close()
-        log.info("results written to %s", out.path)
+        log.info("results written to %s", out.path.relative_to(ROOT))
 
 
 def _run(args: argparse.Namespace, arguments: list[str], out: Output) -> int:

@@ -60,6 +60,7 @@ from sqlalchemy.orm import Session
 
 from benchmarks.harness import (
     MILLION,
+    ROOT,
     SEED,
     CatalogServer,
     Output,
@@ -1082,7 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(plan, arguments, out, args.strict)
     finally:
         out.close()
-        log.info("results written to %s", out.path)
+        log.info("results written to %s", out.path.relative_to(ROOT))
 
 
 def open_targets(plan: Plan, stack: ExitStack) -> dict[str, DatabaseTarget]:

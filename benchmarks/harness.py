@@ -25,7 +25,8 @@ from tools.local_api import Catalog, FakeDummyJson
 
 SEED = 0
 MILLION = 1_000_000
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 # The code whose figures a benchmark measures: a results file says if it had uncommitted changes.
 PIPELINE_MODULES = ("models.py", "data_pipeline.py", "production_pipeline.py", "etl")
 
