@@ -8,16 +8,20 @@ One run, one transaction, in four steps (``sync_products`` below follows them in
    whose hash is unchanged is counted and skipped before any row is built; a new product's rows
    are written straight into the catalog tables, a changed product's into staging tables
    (PostgreSQL: ``COPY``; SQLite: batched inserts);
-3. when extraction is complete, delete the products the API no longer has (children by
-   cascade), unless the extraction is incomplete or the deletion is larger than the allowed
-   fraction: then the run is refused and nothing changes;
+3. delete the products the API no longer has (children by cascade); an incomplete extraction
+   or a deletion larger than the allowed fraction refuses the run and nothing changes, and a
+   product that came without a readable id defers every deletion (the run ends ``partial``);
+   then settle the skus that changed hands (a claim stands if its owner let the sku go);
 4. merge staging into the catalog with set-based SQL (``INSERT ... ON CONFLICT DO UPDATE``, then
    the changed products' children replaced), and commit.
 
-Killing the process at any moment leaves the database as it was before the run or as after it.
-Paging and the field mapping are Exercise 1-2's (``data_pipeline.py``); the mechanism (the
-catalog index, COPY and staging, the lock, run bookkeeping) lives in the ``etl`` package.
-Exit codes: 0 synced, 1 the run failed or a guard refused it (nothing changed), 2 bad usage.
+A bad product is set aside in ``rejected_records`` with its reason and never costs a stored
+product. Killing the process at any moment leaves the database as it was before the run or as
+after it; Ctrl-C or SIGTERM rolls back and records the run as ``interrupted``. Paging and the
+field mapping are Exercise 1-2's (``data_pipeline.py``); the mechanism (the catalog index, COPY
+and staging, the lock, run bookkeeping) lives in the ``etl`` package. Exit codes: 0 synced (or
+partial), 1 the run failed or a guard refused it (nothing changed), 2 bad usage, 130 / 143
+stopped by Ctrl-C / SIGTERM.
 
 Run ``python production_pipeline.py --help``. The offline demo serves a local catalog first:
 ``python -m tools.local_api --port 8000 & python production_pipeline.py --api-url http://127.0.0.1:8000``.
