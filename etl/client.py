@@ -187,8 +187,7 @@ class DummyJsonClient:
                 allow_redirects=method in SAFE_METHODS,
             )
         except requests.RequestException as exc:
-            hint = OFFLINE_HINT if _does_not_resolve(exc) else ""
-            raise ApiError(f"{method} {shown} failed: {_root_cause(exc)}{hint}", url=shown) from exc
+            raise ApiError(f"{method} {shown} failed: {_root_cause(exc)}", url=shown) from exc
         self.pacer.observe(response.headers)
         with response:
             _refuse_unconfirmed_write(method, shown, response)
@@ -293,21 +292,22 @@ def _causes(exc: BaseException) -> list[BaseException]:
         chain.append(reason)
 
 
-def _does_not_resolve(exc: BaseException) -> bool:
-    """Whether a requests error comes from a host name that does not resolve."""
-    return any(isinstance(cause, NameResolutionError) for cause in _causes(exc))
-
-
 def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error, without the pool's boilerplate."""
+    """The innermost reason of a requests/urllib3 error, without the pool's boilerplate.
+
+    A host name that does not resolve was not retried (``PacedRetry``); its reason points to
+    the offline demo instead.
+    """
     chain = _causes(exc)
-    exhausted = any(isinstance(cause, MaxRetryError) for cause in chain)
-    resolved = not _does_not_resolve(exc)  # a name that does not resolve is not retried
     text = str(chain[-1])
     # urllib3 prefixes "HTTPConnection(host=..., port=...): "; the address is in the URL already.
     if text.startswith("HTTP") and "): " in text:
         text = text.split("): ", 1)[1]
-    return f"{text} (retries exhausted)" if exhausted and resolved else text
+    if any(isinstance(cause, NameResolutionError) for cause in chain):
+        return f"{text}{OFFLINE_HINT}"
+    if any(isinstance(cause, MaxRetryError) for cause in chain):
+        return f"{text} (retries exhausted)"
+    return text
 
 
 def _refuse_unconfirmed_write(method: str, shown: str, response: requests.Response) -> None:
