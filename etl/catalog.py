@@ -111,9 +111,7 @@ class SkuRegistry:
         holder = self.claimed.get(key)
         owner = self._catalog_owner(key)
         if holder is not None and product_id not in (holder, owner):
-            raise InvalidProduct(
-                f"sku: {sku!r} is already used by product {holder}", source_id=product_id
-            )
+            raise sku_taken(sku, holder, product_id)
         self._note_release(product_id, sku)
         self.claimed[key] = product_id  # the catalog owner keeping its sku wins over a claimant
         if owner is None or owner == product_id:
@@ -142,13 +140,7 @@ class SkuRegistry:
                     refused[claim.product_id] = claim
                     changed = True
         return [
-            (
-                claim,
-                InvalidProduct(
-                    f"sku: {claim.sku!r} is already used by product {claim.owner}",
-                    source_id=claim.product_id,
-                ),
-            )
+            (claim, sku_taken(claim.sku, claim.owner, claim.product_id))
             for claim in refused.values()
         ]
 
@@ -171,6 +163,11 @@ class SkuRegistry:
             return
         if sku is None or hash(sku) != self.owned_keys[position]:
             self.released.add(product_id)
+
+
+def sku_taken(sku: str, owner: int, product_id: int) -> InvalidProduct:
+    """The reason a product cannot have ``sku``: another product holds it."""
+    return InvalidProduct(f"sku: {sku!r} is already used by product {owner}", source_id=product_id)
 
 
 def read_catalog(conn: Connection) -> tuple[CatalogIndex, SkuRegistry]:
