@@ -9,10 +9,18 @@ Four catalog tables hold what DummyJSON's ``/products`` serves, normalised:
   ``(product_id, position)`` so the source order survives and repeated values (the same tag or
   reviewer twice) are kept, with ``ON DELETE CASCADE`` declared in the database.
 
-Two bookkeeping tables belong to the pipelines: ``pipeline_runs`` (one row per run) and
-``rejected_records`` (each product a run set aside, with the reason and the raw payload).
+Fields the mapping does not know yet are kept with their product in ``products.extras`` (JSON;
+``JSONB`` on PostgreSQL), so a field the API adds is queryable the day it appears.
 
-Run ``python models.py [--database-url URL]`` to create whatever is missing; it is idempotent.
+Three bookkeeping tables belong to the pipelines: ``pipeline_runs`` (one row per run),
+``rejected_records`` (each product a run set aside, with the reason and the raw payload) and
+``source_drift`` (each field a run saw appear, vanish or change type).
+
+Schema changes are Alembic revisions in ``migrations/``; the models are the latest revision
+(``tests/test_migrations.py`` checks that the two agree). Run ``python models.py
+[--database-url URL]`` to bring a database to the latest revision: an empty one is created, an
+older one is upgraded in place with its data, and one holding tables this code did not make, or a
+revision newer than the code, is refused (exit 1). It is idempotent.
 """
 
 from __future__ import annotations
@@ -24,11 +32,20 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from dotenv import dotenv_values
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Connection,
     DateTime,
@@ -45,6 +62,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -54,7 +72,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///products.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-SCHEMA_LOCK_KEY = 7_301_2024  # advisory lock taken while creating the schema
+SCHEMA_LOCK_KEY = 7_301_2024  # advisory lock taken while creating or upgrading the schema
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 # Exact decimals sized for what DummyJSON serves; the transform rejects values that would not fit
 # instead of letting the database round them.
@@ -62,6 +81,8 @@ MONEY = Numeric(12, 2)
 PERCENT = Numeric(5, 2)
 RATING = Numeric(3, 2)
 MEASURE = Numeric(10, 2)
+# JSON text on SQLite, binary JSONB on PostgreSQL (indexable, queryable with ->, ->>, @>).
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -126,6 +147,9 @@ class Product(Base):
     # A 64-bit digest of the product's whole source content (children included): the sync
     # compares it to skip products that did not change, without reading their rows.
     content_hash: Mapped[int] = mapped_column(BigInteger)
+    # The values of source fields the mapping does not know, shaped as the source nests them
+    # ({"color": "red", "meta": {"batch": 7}}); NULL when there are none.
+    extras: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT)
     loaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=func.now())
 
     tags: Mapped[list[ProductTag]] = relationship(
@@ -253,6 +277,27 @@ class RejectedRecord(Base):
         return f"RejectedRecord(run_id={self.run_id!r}, source_id={self.source_id!r})"
 
 
+class SourceDrift(Base):
+    """A field a run saw appear, vanish or change type, against what the mapping expects."""
+
+    __tablename__ = "source_drift"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True
+    )
+    change: Mapped[str] = mapped_column(String(20))  # new, vanished or retyped
+    field: Mapped[str] = mapped_column(Text)  # a path: "color", "meta.batch", "reviews[].likes"
+    expected: Mapped[str | None] = mapped_column(String(100))  # JSON types the mapping takes
+    seen: Mapped[str | None] = mapped_column(String(100))  # the JSON type that arrived
+    products: Mapped[int] = mapped_column(Integer)  # how many products showed the change
+    example_id: Mapped[int | None] = mapped_column(Integer)  # one of them
+    seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=func.now())
+
+    def __repr__(self) -> str:
+        return f"SourceDrift(run_id={self.run_id!r}, change={self.change!r}, field={self.field!r})"
+
+
 CATALOG_TABLES = ("products", "product_tags", "product_images", "reviews")
 
 
@@ -334,23 +379,221 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def create_schema(engine: Engine) -> list[str]:
-    """Create the tables and indexes that are missing; return the names of the tables created.
+class SchemaError(Exception):
+    """The database's schema is not one this code can use as it is."""
 
-    A complete schema is seen with a read, so that a second process (``--history`` while a
-    sync runs) never waits for SQLite's write lock. On PostgreSQL creation holds an advisory
-    lock, so two first runs at once do not both try to create the same tables: the second
-    waits, then finds them.
+
+class SchemaOutdated(SchemaError):
+    """The database is at an older revision: ``python models.py`` upgrades it."""
+
+
+class SchemaRefused(SchemaError):
+    """The database holds tables this code did not make, or a revision newer than the code."""
+
+
+class SchemaState(StrEnum):
+    """Where a database stands against the migrations."""
+
+    EMPTY = "empty"  # none of our tables: created at the latest revision
+    CURRENT = "current"  # at the latest revision
+    OLDER = "older"  # at an earlier revision: upgraded in place
+    UNVERSIONED = "unversioned"  # made by a release before migrations: the first revision
+    NEWER = "newer"  # at a revision this code does not know: refused
+    FOREIGN = "foreign"  # holds tables we did not make: refused
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """A database's schema state, its revision, and what a refusal should say."""
+
+    state: SchemaState
+    revision: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """What ``upgrade_schema`` did: the revision before and after, and the tables created."""
+
+    before: str | None
+    after: str
+    created: list[str]
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for ``migrations/``, optionally running on ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    """The revisions in ``migrations/`` (read once per process)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The latest revision: the one the models describe."""
+    head = _scripts().get_current_head()
+    if head is None:
+        raise SchemaError(f"no revision in {MIGRATIONS}")
+    return head
+
+
+@cache
+def _first_revision_tables() -> dict[str, frozenset[str]]:
+    """Each table of the first revision with its columns: what releases before migrations made.
+
+    Read off the first revision itself, run on an in-memory SQLite database, so that nothing
+    here restates it.
+    """
+    first = _scripts().get_base()
+    engine = make_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            command.upgrade(alembic_config(conn), first or "base")
+            inspector = inspect(conn)
+            return {
+                name: frozenset(column["name"] for column in inspector.get_columns(name))
+                for name in inspector.get_table_names()
+                if name != "alembic_version"
+            }
+    finally:
+        engine.dispose()
+
+
+def check_schema(conn: Connection) -> SchemaCheck:
+    """Where the database of ``conn`` stands against the migrations (a read, no lock)."""
+    tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+    revision = MigrationContext.configure(conn).get_current_revision()
+    if revision is None:
+        return _check_unversioned(conn, tables)
+    if revision == head_revision():
+        return SchemaCheck(SchemaState.CURRENT, revision)
+    try:
+        _scripts().get_revision(revision)
+    except Exception:  # noqa: BLE001 (Alembic raises several kinds for an unknown revision)
+        return SchemaCheck(
+            SchemaState.NEWER,
+            revision,
+            f"the database is at revision {revision}, which this code does not know "
+            f"(its latest is {head_revision()}): a newer release made it; upgrade the code",
+        )
+    return SchemaCheck(SchemaState.OLDER, revision)
+
+
+def _check_unversioned(conn: Connection, tables: set[str]) -> SchemaCheck:
+    """A database without a revision: empty, made by a release before migrations, or foreign."""
+    if not tables:
+        return SchemaCheck(SchemaState.EMPTY)
+    first = _first_revision_tables()
+    foreign = sorted(tables - set(first))
+    if foreign:
+        return SchemaCheck(
+            SchemaState.FOREIGN,
+            detail=f"the database holds tables this code did not make ({', '.join(foreign)}); "
+            "point --database-url / DATABASE_URL at an empty database or one this code made",
+        )
+    inspector = inspect(conn)
+    for name in sorted(tables):
+        found = {column["name"] for column in inspector.get_columns(name)}
+        if found != first[name]:
+            missing = ", ".join(sorted(first[name] - found)) or "none"
+            unknown = ", ".join(sorted(found - first[name])) or "none"
+            return SchemaCheck(
+                SchemaState.FOREIGN,
+                detail=f"table {name} is not the one any release of this code made (columns "
+                f"missing: {missing}; unknown: {unknown}); it cannot be upgraded in place",
+            )
+    absent = sorted(set(first) - tables)
+    if absent:
+        return SchemaCheck(
+            SchemaState.FOREIGN,
+            detail=f"the database holds only some of this code's tables (missing: "
+            f"{', '.join(absent)}); it cannot be upgraded in place",
+        )
+    return SchemaCheck(SchemaState.UNVERSIONED)
+
+
+def create_schema(engine: Engine) -> list[str]:
+    """Create the schema in an empty database; return the tables created (none if current).
+
+    What the pipelines call before a run. A database at the latest revision is seen with a
+    read, so that a second process (``--history`` while a sync runs) never waits for SQLite's
+    write lock. An older revision raises ``SchemaOutdated`` (the message names the command that
+    upgrades it); a foreign or newer schema raises ``SchemaRefused``.
     """
     with engine.connect() as conn:
-        if set(Base.metadata.tables) <= set(inspect(conn).get_table_names()):
-            return []
+        check = check_schema(conn)
+    if check.state is SchemaState.EMPTY:
+        with _schema_transaction(engine) as conn:
+            check = check_schema(conn)  # another process may have created it meanwhile
+            if check.state is SchemaState.EMPTY:
+                return _create_latest(conn)
+    _require_current(check)
+    return []
+
+
+def upgrade_schema(engine: Engine) -> SchemaUpgrade:
+    """Bring the database to the latest revision, keeping its data: ``python models.py``.
+
+    Empty: created. Older, or made by a release before migrations (adopted as the first
+    revision once its columns are checked): upgraded in place, in one transaction. Current:
+    nothing. Foreign or newer: ``SchemaRefused``, nothing touched.
+    """
+    head = head_revision()
+    with engine.connect() as conn:
+        check = check_schema(conn)
+    if check.state is SchemaState.CURRENT:
+        return SchemaUpgrade(head, head, [])
+    with _schema_transaction(engine) as conn:
+        check = check_schema(conn)
+        if check.state is SchemaState.EMPTY:
+            return SchemaUpgrade(None, head, _create_latest(conn))
+        if check.state in (SchemaState.NEWER, SchemaState.FOREIGN):
+            raise SchemaRefused(check.detail)
+        before = set(inspect(conn).get_table_names())
+        log.info("upgrading the schema from %s to %s", check.revision or "before migrations", head)
+        if check.state is SchemaState.UNVERSIONED:
+            MigrationContext.configure(conn).stamp(_scripts(), _scripts().get_base() or "base")
+        command.upgrade(alembic_config(conn), "head")
+        created = [name for name in Base.metadata.tables if name not in before]
+        return SchemaUpgrade(check.revision, head, created)
+
+
+@contextmanager
+def _schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that, on PostgreSQL, holds the schema's advisory lock: two first
+    runs at once do not both create the tables; the second waits, then finds them."""
     with write_transaction(engine) as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-        existing = set(inspect(conn).get_table_names())
-        Base.metadata.create_all(conn)
-    return [name for name in Base.metadata.tables if name not in existing]
+        yield conn
+
+
+def _create_latest(conn: Connection) -> list[str]:
+    """Create every table and stamp the latest revision, as Alembic's cookbook recommends for
+    a new database ("Building an Up to Date Database from Scratch"): faster than replaying
+    every revision, and the migrations test proves the two build the same schema."""
+    Base.metadata.create_all(conn)
+    MigrationContext.configure(conn).stamp(_scripts(), "head")
+    return list(Base.metadata.tables)
+
+
+def _require_current(check: SchemaCheck) -> None:
+    """Raise unless ``check`` says the database is at the latest revision."""
+    if check.state is SchemaState.CURRENT:
+        return
+    if check.state in (SchemaState.NEWER, SchemaState.FOREIGN):
+        raise SchemaRefused(check.detail)
+    made_by = f"revision {check.revision}" if check.revision else "a release before migrations"
+    raise SchemaOutdated(
+        f"the database was made by {made_by}; this code needs revision {head_revision()}: "
+        "run `python models.py` (same --database-url) to upgrade it in place, data kept"
+    )
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -365,7 +608,7 @@ def resolve_database_url(flag: str | None, environ: dict[str, str | None] | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Create the schema in the configured database and say what was created."""
+    """Bring the configured database to the latest revision and say what changed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--database-url", help=f"SQLAlchemy URL (env DATABASE_URL; default {DEFAULT_DATABASE_URL})"
@@ -373,6 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log SQL statements")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Alembic logs its context at every look at the version table; the summary says what changed.
+    logging.getLogger("alembic").setLevel(logging.INFO if args.verbose else logging.WARNING)
 
     url = resolve_database_url(args.database_url)
     try:
@@ -381,18 +626,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --database-url / DATABASE_URL is not a usable URL: {exc}", file=sys.stderr)
         return 2
     try:
-        created = create_schema(engine)
+        upgrade = upgrade_schema(engine)
+    except SchemaError as exc:
+        print(f"error: {mask_url(url)}: {exc}", file=sys.stderr)
+        return 1
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        print(f"error: cannot create the schema in {mask_url(url)}: {reason}", file=sys.stderr)
+        print(f"error: cannot upgrade the schema in {mask_url(url)}: {reason}", file=sys.stderr)
         return 1
-    engine.dispose()
+    finally:
+        engine.dispose()
     print(f"database: {mask_url(url)}")
-    if created:
-        print(f"created {len(created)} tables: {', '.join(created)}")
-    else:
-        print("schema already complete: nothing to create")
+    print(_describe(upgrade))
     return 0
+
+
+def _describe(upgrade: SchemaUpgrade) -> str:
+    """One line on what ``upgrade_schema`` did."""
+    if upgrade.before is None and upgrade.created == list(Base.metadata.tables):
+        return f"created {len(upgrade.created)} tables at revision {upgrade.after}: " + ", ".join(
+            upgrade.created
+        )
+    if upgrade.before == upgrade.after:
+        return f"schema already at the latest revision ({upgrade.after}): nothing to do"
+    made_by = upgrade.before or "a release before migrations"
+    line = f"upgraded from {made_by} to revision {upgrade.after}, data kept"
+    return line + (f"; new tables: {', '.join(upgrade.created)}" if upgrade.created else "")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ class SyncAborted(PipelineError):
     """A guard refused the run (incomplete extraction, mass deletion); nothing was changed."""
 
 
+class SchemaMismatch(PipelineError):
+    """The database is not at the schema revision this code needs (the message says why)."""
+
+
 class SyncLocked(PipelineError):
     """Another sync holds the writer's lock on this database."""
 
