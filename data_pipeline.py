@@ -38,6 +38,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from etl import decoding
 from etl.catalog import SkuRegistry
 from etl.client import DummyJsonClient, Page, fetch_pages_in_order
+from etl.drift import (
+    Drift,
+    DriftPolicy,
+    DriftProfile,
+    SourceShape,
+    format_drifts,
+    refuse_drift,
+    unknown_fields,
+)
 from etl.errors import (
     ExtractionIncomplete,
     InvalidProduct,
@@ -53,6 +62,7 @@ from etl.fields import (
     is_product_id,
     valid_decimal,
     valid_integer,
+    valid_json,
     valid_list,
     valid_object,
     valid_text,
@@ -287,11 +297,48 @@ _DECIMAL_FIELDS: tuple[tuple[str, str, int, int, Decimal | None, Decimal | None]
 )
 
 
-def transform_product(raw: Any, content_hash: int | None = None) -> ProductRows:
+# Every field the mapping reads, with the JSON type DummyJSON sends (https://dummyjson.com/docs/
+# products). Any other field is kept in ``products.extras``; a run reports fields that appear,
+# vanish or change type (``etl/drift.py``). ``brand`` is absent from some real products.
+SOURCE_SHAPE = SourceShape(
+    fields={
+        **dict.fromkeys(("id", "price", "discountPercentage", "rating", "stock"), "number"),
+        **dict.fromkeys(("weight", "minimumOrderQuantity"), "number"),
+        **dict.fromkeys(("title", "description", "category", "brand", "sku"), "string"),
+        **dict.fromkeys(("warrantyInformation", "shippingInformation"), "string"),
+        **dict.fromkeys(("availabilityStatus", "returnPolicy", "thumbnail"), "string"),
+        **dict.fromkeys(("tags", "images", "reviews"), "array"),
+        **dict.fromkeys(("dimensions", "meta"), "object"),
+        **dict.fromkeys(("dimensions.width", "dimensions.height", "dimensions.depth"), "number"),
+        **dict.fromkeys(("meta.createdAt", "meta.updatedAt", "meta.barcode"), "string"),
+        "meta.qrCode": "string",
+        "reviews[].rating": "number",
+        **dict.fromkeys(("reviews[].comment", "reviews[].date"), "string"),
+        **dict.fromkeys(("reviews[].reviewerName", "reviews[].reviewerEmail"), "string"),
+    },
+    objects=frozenset({"dimensions", "meta"}),
+    lists=frozenset({"reviews"}),
+    optional=frozenset({"brand"}),
+)
+# Part of every stored content hash: a release that maps any field differently raises it, and
+# its first sync rewrites each product once (the source text alone did not change). 2: extras.
+MAPPING_VERSION = 2
+
+
+def mapping_salt(keep_extras: bool = True) -> int:
+    """What a stored content hash folds in besides the product's text: the mapping version and
+    whether unknown fields are kept (switching the drift policy rewrites each product once)."""
+    return decoding.hash_bytes(f"mapping {MAPPING_VERSION} extras {keep_extras}".encode())
+
+
+def transform_product(
+    raw: Any, content_hash: int | None = None, *, keep_extras: bool = True
+) -> ProductRows:
     """Validate one raw product and flatten it into rows; raise ``InvalidProduct`` if it is bad.
 
     Optional fields that are absent or null become NULL; present values are kept exactly
     (decimals are never rounded, text is never trimmed), and list order becomes ``position``.
+    Fields the mapping does not know go to ``extras`` unless ``keep_extras`` is false.
     ``content_hash`` is given when the caller has already computed it.
     """
     if not isinstance(raw, dict):
@@ -303,8 +350,11 @@ def transform_product(raw: Any, content_hash: int | None = None) -> ProductRows:
         )
     try:
         if content_hash is None:
-            content_hash = decoding.content_hash(raw)
-        return _flatten(raw, product_id, content_hash)
+            content_hash = decoding.content_hash(raw, mapping_salt(keep_extras))
+        rows = _flatten(raw, product_id, content_hash)
+        extras = unknown_fields(raw, SOURCE_SHAPE) if keep_extras else None
+        rows.product["extras"] = None if extras is None else valid_json(extras, "extras")
+        return rows
     except InvalidProduct as exc:
         exc.source_id = product_id
         raise
@@ -394,13 +444,19 @@ def _review_row(review: Any, product_id: int, position: int, noise: list[str]) -
 
 
 def load_products(
-    conn: Connection, products: Iterable[Any], run_id: int, stats: RunStats, batch_size: int = 500
+    conn: Connection,
+    products: Iterable[Any],
+    run_id: int,
+    stats: RunStats,
+    batch_size: int = 500,
+    drift: DriftProfile | None = None,
 ) -> None:
     """Replace the catalog with ``products`` inside the caller's transaction.
 
     Everything is deleted, then the products are inserted in batches as they arrive; the caller
     commits only if all went well, so a rerun never duplicates and a failure changes nothing.
     A product that fails validation, or repeats an id or sku already loaded, is set aside.
+    ``drift`` profiles the products' fields (None: ``--on-drift ignore``, extras dropped).
     """
     for model in (Review, ProductImage, ProductTag, Product):
         conn.execute(delete(model))
@@ -408,8 +464,11 @@ def load_products(
     batch: list[ProductRows] = []
     for raw in products:
         stats.extracted += 1
+        if drift is not None and isinstance(raw, dict):
+            product_id = raw.get("id")
+            drift.observe(raw, product_id if is_product_id(product_id) else None)
         try:
-            rows = transform_product(raw)
+            rows = transform_product(raw, keep_extras=drift is not None)
             skus.claim(rows.id, rows.product["sku"])
         except InvalidProduct as exc:
             stats.rejected += 1
@@ -435,8 +494,10 @@ def insert_rows(conn: Connection, batch: Sequence[ProductRows]) -> int:
     return len(batch)
 
 
-def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extraction]:
-    """Extract everything and replace the catalog in one transaction; record the run."""
+def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, list[Drift]]:
+    """Extract everything and replace the catalog in one transaction; record the run.
+
+    Returns what the run did and how the source's fields differed from the mapping's."""
     extraction = Extraction()
     with (
         recorded_run(engine, PIPELINE, extraction) as run,
@@ -450,12 +511,16 @@ def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, Extr
             concurrency=settings.concurrency,
             max_pages=settings.max_pages,
         )
-        load_products(conn, products, run.id, run.stats)
+        if settings.on_drift is not DriftPolicy.IGNORE:
+            run.drift = DriftProfile(SOURCE_SHAPE)
+        load_products(conn, products, run.id, run.stats, drift=run.drift)
+        drifts = run.drift.drifts() if run.drift is not None else []
+        refuse_drift(drifts, settings.on_drift)
         reason = extraction.deletion_blocker()
         if reason:
             raise ExtractionIncomplete(f"extraction incomplete, catalog left as it was: {reason}")
         ignore_signals()  # the commit is next: from here on, the run ends as it is recorded
-    return run.stats, extraction
+    return run.stats, drifts
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -476,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = (mask_url(settings.api_url), mask_url(settings.database_url))
             log.info("api %s -> database %s", *shown)
             engine = open_database(settings)
-            stats, _ = run_full_refresh(settings, engine)
+            stats, drifts = run_full_refresh(settings, engine)
         except (PipelineError, SQLAlchemyError, KeyboardInterrupt) as exc:
             print(f"error: {failure_message(exc)}", file=sys.stderr)
             return exit_code(exc)
@@ -487,6 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if stats.normalised:
             print(f"float noise rounded to cents in {stats.normalised} product(s)")
+        for line in format_drifts(drifts):
+            print(line)
     return 0
 
 

@@ -40,7 +40,14 @@ from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from data_pipeline import Extraction, ProductRows, iter_products, transform_product
+from data_pipeline import (
+    SOURCE_SHAPE,
+    Extraction,
+    ProductRows,
+    iter_products,
+    mapping_salt,
+    transform_product,
+)
 from etl.bulk import (
     RowWriter,
     clear_skus,
@@ -53,6 +60,7 @@ from etl.bulk import (
 from etl.catalog import CatalogIndex, Change, SkuRegistry, read_catalog
 from etl.client import DummyJsonClient
 from etl.decoding import content_hash
+from etl.drift import Drift, DriftPolicy, DriftProfile, format_drifts, refuse_drift
 from etl.errors import (
     InvalidProduct,
     PipelineError,
@@ -99,6 +107,8 @@ class SyncOptions:
     batch_size: int = 1000
     lock_timeout: float = 30.0
     progress: bool = False
+    rebuild: bool = False  # rewrite every product, changed or not
+    on_drift: DriftPolicy = DriftPolicy.KEEP
 
 
 @dataclass
@@ -111,6 +121,7 @@ class SyncReport:
     deferred: str | None = None  # why deletions wait for a later run (the run is partial)
     staged_new: set[int] = field(default_factory=set)  # new products staged for a sku move
     stale_kept: int = 0  # stored products that keep their previous version: the new one was bad
+    drifts: list[Drift] = field(default_factory=list)  # how the source's fields differ
     samples: dict[str, list[int]] = field(
         default_factory=lambda: {"inserted": [], "updated": [], "deleted": []}
     )
@@ -132,11 +143,13 @@ def sync_products(
     run_id: int,
     options: SyncOptions,
     stats: RunStats | None = None,
+    drift: DriftProfile | None = None,
 ) -> SyncReport:
     """Make the catalog equal to ``products`` inside the caller's transaction.
 
     ``extraction`` must describe ``products`` once they are consumed (``iter_products`` keeps
     it up to date); stale products are deleted only if it says the extraction was complete.
+    ``drift`` profiles the fields of the products transformed (None: ``--on-drift ignore``).
     The caller commits, or rolls back for a dry run or on any error.
     """
     report = SyncReport(stats if stats is not None else RunStats())
@@ -147,13 +160,14 @@ def sync_products(
     staging = create_staging_tables(conn)
     writer = RowWriter(conn)
     try:
-        _stream(products, index, skus, writer, staging, run_id, options, report)
+        _stream(products, index, skus, writer, staging, run_id, options, report, drift)
     except BaseException:
         writer.close(raise_errors=False)  # the error being raised is the one to report
         raise
     writer.close()
     report.stats.pages = extraction.pages
     report.extraction = extraction.describe()
+    _check_drift(drift, options, report)
     # 3. Stale products, behind the guards; then the skus that moved, now that all is known.
     stale = _stale_products(index, extraction, options, report)
     for product_id in stale[:SAMPLE_IDS]:
@@ -180,22 +194,29 @@ def _stream(
     run_id: int,
     options: SyncOptions,
     report: SyncReport,
+    drift: DriftProfile | None,
 ) -> None:
     """Classify each product by its content hash; write new and changed ones in batches."""
     stats = report.stats
     batch = _Batch()
+    keep_extras = drift is not None
+    salt = mapping_salt(keep_extras)
     for raw in products:
         stats.extracted += 1
         product_id = raw.get("id") if isinstance(raw, dict) else None
         known_hash, change = None, Change.NEW
         if is_int(product_id):
-            known_hash = content_hash(raw)
+            known_hash = content_hash(raw, salt)
             change = index.classify(product_id, known_hash)
+            if change is Change.UNCHANGED and options.rebuild:
+                change = Change.CHANGED
         if change is Change.UNCHANGED:
             stats.unchanged += 1
             continue
+        if drift is not None and isinstance(raw, dict):
+            drift.observe(raw, product_id if is_int(product_id) else None)
         try:
-            rows = transform_product(raw, known_hash)
+            rows = transform_product(raw, known_hash, keep_extras=keep_extras)
             moved_sku = skus.claim(rows.id, rows.product["sku"], raw)
         except InvalidProduct as exc:
             stats.rejected += 1
@@ -217,6 +238,14 @@ def _stream(
         if len(batch) >= options.batch_size:
             _flush(writer, staging, batch)
     _flush(writer, staging, batch)
+
+
+def _check_drift(drift: DriftProfile | None, options: SyncOptions, report: SyncReport) -> None:
+    """Note how the source's fields differ; under ``--on-drift refuse``, refuse the run."""
+    if drift is None:
+        return
+    report.drifts = drift.drifts()
+    refuse_drift(report.drifts, options.on_drift)
 
 
 def _stale_products(
@@ -336,7 +365,11 @@ def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncRe
             extraction,
             options.progress,
         )
-        report = sync_products(conn, products, extraction, run.id, options, run.stats)
+        if options.on_drift is not DriftPolicy.IGNORE:
+            run.drift = DriftProfile(SOURCE_SHAPE)
+        report = sync_products(
+            conn, products, extraction, run.id, options, run.stats, run.drift
+        )
         if report.deferred:
             run.status, run.note = RunStatus.PARTIAL, report.deferred
         if options.dry_run:
@@ -378,6 +411,7 @@ def format_summary(report: SyncReport, dry_run: bool) -> str:
     lines.append(f"  {report.deletion}")
     if stats.normalised:
         lines.append(f"  float noise rounded to cents in {stats.normalised} product(s)")
+    lines.extend(f"  {line}" for line in format_drifts(report.drifts))
     if report.stale_kept:
         lines.append(
             f"  {report.stale_kept} stored product(s) keep their previous version: "
@@ -421,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for another sync to finish (PostgreSQL; default 30)",
     )
     parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rewrite every product, changed or not (after fixing a product by hand, say)",
+    )
+    parser.add_argument(
         "--history",
         nargs="?",
         const=10,
@@ -450,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 lock_timeout=args.lock_timeout,
                 progress=sys.stderr.isatty(),
+                rebuild=args.rebuild,
+                on_drift=settings.on_drift,
             )
             engine = open_database(settings)
             if args.history is not None:

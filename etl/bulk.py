@@ -8,6 +8,7 @@ advisory lock (PostgreSQL) or the write lock ``BEGIN IMMEDIATE`` already holds (
 from __future__ import annotations
 
 import io
+import json
 import queue
 import sys
 import threading
@@ -16,6 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Column,
     Connection,
     MetaData,
@@ -96,6 +98,8 @@ def copy_text(rows: Sequence[dict[str, Any]], columns: Sequence[Column[Any]]) ->
 
 def _copy_column(values: Sequence[Any], column: Column[Any]) -> list[str]:
     """One column's values as COPY text."""
+    if isinstance(column.type, JSON):
+        return ["\\N" if value is None else _escape(_json_text(value)) for value in values]
     if column.type.python_type is str:
         present = "".join([value for value in values if value is not None])
         if "\\" in present or "\t" in present or "\n" in present or "\r" in present:
@@ -106,6 +110,11 @@ def _copy_column(values: Sequence[Any], column: Column[Any]) -> list[str]:
         texts[None] = "\\N"
         return [texts[value] for value in values]
     return ["\\N" if value is None else str(value) for value in values]
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's value as the text PostgreSQL parses (the transform made it JSON-safe)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class RowWriter:

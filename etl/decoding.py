@@ -103,8 +103,11 @@ def hash_bytes(data: bytes | memoryview) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big", signed=True)
 
 
-def content_hash(raw: Mapping[str, Any]) -> int:
-    """A signed 64-bit hash of a product's whole content, children included.
+def content_hash(raw: Mapping[str, Any], salt: int = 0) -> int:
+    """A signed 64-bit hash of a product's whole content, children included, XOR ``salt``.
+
+    ``salt`` is what else the stored hash depends on (the mapping's version: see
+    ``data_pipeline.mapping_salt``); XOR with a constant keeps distinct hashes distinct.
 
     A product decoded from a page (``SourceProduct``) already carries the hash of its JSON
     text as the API sent it. Any other mapping (built in code, read back from a record) is
@@ -115,9 +118,9 @@ def content_hash(raw: Mapping[str, Any]) -> int:
     the next sync rewrites it.
     """
     if isinstance(raw, SourceProduct):
-        return raw.content_hash
+        return raw.content_hash ^ salt
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, protocol=5)
     pickler.fast = True
     pickler.dump(raw)
-    return hash_bytes(buffer.getbuffer())
+    return hash_bytes(buffer.getbuffer()) ^ salt

@@ -197,3 +197,38 @@ def valid_list(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise InvalidProduct(f"{name}: expected a list, got {type(value).__name__}")
     return value
+
+
+MAX_JSON_DEPTH = 32  # deeper extras are refused: no API field nests like that, an attacker might
+
+
+def valid_json(value: Any, name: str, depth: int = 0) -> Any:
+    """A value of a field the mapping does not know, as JSON any database can store.
+
+    Text is checked as ``valid_text`` checks it (JSONB refuses ``\\u0000`` too); a decimal
+    becomes a float when a float holds it exactly, else its exact text, so nothing is rounded.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidProduct(f"{name}: nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        return valid_text(value, name)
+    if isinstance(value, Decimal):
+        return _exact_json_number(value)
+    if isinstance(value, dict):
+        return {
+            valid_text(key, f"{name} (a key)"): valid_json(item, f"{name}.{key}", depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [valid_json(item, f"{name}[{i}]", depth + 1) for i, item in enumerate(value)]
+    return value  # int, bool, None
+
+
+def _exact_json_number(number: Decimal) -> float | str:
+    """A float if it holds ``number`` exactly (``9.99``), else the number's text (``NaN``,
+    ``1E+400``, 30 significant digits)."""
+    if number.is_finite():
+        as_float = float(number)
+        if math.isfinite(as_float) and Decimal(repr(as_float)) == number:
+            return as_float
+    return str(number)

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from etl.drift import Drift, DriftProfile
 from etl.errors import (
     Interrupted,
     InvalidProduct,
@@ -37,7 +38,7 @@ from etl.errors import (
     stop_reason,
 )
 from etl.fields import is_utf8
-from models import PipelineRun, write_transaction
+from models import PipelineRun, SourceDrift, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class RecordedRun:
     stats: RunStats = field(default_factory=RunStats)
     status: RunStatus = RunStatus.SUCCEEDED
     note: str | None = None  # why a partial run deferred something, kept in the error column
+    drift: DriftProfile | None = None  # the source's fields as seen; recorded however it ends
 
 
 @contextmanager
@@ -264,12 +266,28 @@ def _finish_run(
     run.stats.pages = paging.pages
     run.stats.seconds = time.perf_counter() - started
     values = {name: getattr(run.stats, name) for name in RECORDED_STATS}
+    drifts = run.drift.drifts() if run.drift is not None else []
     with write_transaction(engine) as conn:
         conn.execute(
             update(PipelineRun)
             .where(PipelineRun.id == run.id)
             .values(status=status, error=error, finished_at=dt.datetime.now(dt.UTC), **values)
         )
+        if drifts:
+            conn.execute(insert(SourceDrift), [drift_row(run.id, drift) for drift in drifts])
+
+
+def drift_row(run_id: int, drift: Drift) -> dict[str, Any]:
+    """A ``source_drift`` row for one drift of a run."""
+    return {
+        "run_id": run_id,
+        "change": drift.change,
+        "field": drift.field,
+        "expected": drift.expected,
+        "seen": drift.seen,
+        "products": drift.products,
+        "example_id": drift.example_id,
+    }
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,8 +16,9 @@ from dotenv import dotenv_values
 from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError
 
-from etl.errors import ConfigError
-from models import DEFAULT_DATABASE_URL, create_schema, make_engine, mask_url
+from etl.drift import DriftPolicy
+from etl.errors import ConfigError, SchemaMismatch
+from models import DEFAULT_DATABASE_URL, SchemaError, create_schema, make_engine, mask_url
 
 DEFAULT_API_URL = "https://dummyjson.com"
 # DummyJSON allows 100 requests per 10 s per client; 9 a second stays under it with room to spare.
@@ -46,6 +48,7 @@ class Settings:
     request_deadline: float | None = None  # None: four read timeouts
     max_run_seconds: float = 0.0  # 0: no run deadline
     max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
+    on_drift: DriftPolicy = DriftPolicy.KEEP
     verbose: bool = False
 
 
@@ -63,6 +66,7 @@ _SETTING_SOURCES: tuple[tuple[str, str, type], ...] = (
     ("request_deadline", "HTTP_REQUEST_DEADLINE", float),
     ("max_run_seconds", "MAX_RUN_SECONDS", float),
     ("max_response_mb", "HTTP_MAX_RESPONSE_MB", float),
+    ("on_drift", "ON_DRIFT", DriftPolicy),
 )
 
 
@@ -113,6 +117,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest response, once decompressed, in MiB (env HTTP_MAX_RESPONSE_MB; default "
         f"{DEFAULT_MAX_RESPONSE_MB})",
     )
+    parser.add_argument(
+        "--on-drift",
+        help="when the API's fields differ from the mapping's: keep (record it, keep unknown "
+        "fields in products.extras), refuse (record it, exit 1, change nothing) or ignore "
+        "(env ON_DRIFT; default keep)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every page")
 
 
@@ -133,7 +143,8 @@ def resolve_settings(
         try:
             values[attr] = kind(raw)
         except ValueError:
-            raise ConfigError(f"{origin}: expected {kind.__name__}, got {raw!r}") from None
+            expected = f"one of {', '.join(kind)}" if issubclass(kind, Enum) else kind.__name__
+            raise ConfigError(f"{origin}: expected {expected}, got {raw!r}") from None
     settings = Settings(**values)
     _validate_settings(settings)
     return settings
@@ -182,13 +193,22 @@ def configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("urllib3").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def open_database(settings: Settings) -> Engine:
-    """An engine with the schema in place; a bad URL raises ``ConfigError``."""
+    """An engine on a database at the latest revision (an empty one gets the schema).
+
+    A bad URL raises ``ConfigError``; a database at an older revision, or one this code did not
+    make, raises ``SchemaMismatch`` saying what to do.
+    """
     try:
         engine = make_engine(settings.database_url)
     except (ArgumentError, ImportError, ValueError) as exc:
         raise ConfigError(f"--database-url / DATABASE_URL is not a usable URL: {exc}") from exc
-    create_schema(engine)
+    try:
+        create_schema(engine)
+    except SchemaError as exc:
+        engine.dispose()
+        raise SchemaMismatch(str(exc)) from exc
     return engine

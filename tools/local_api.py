@@ -54,6 +54,7 @@ __all__ = [
     "FakeDummyJson",
     "Fault",
     "RequestRecord",
+    "SchemaChange",
     "main",
     "make_product",
 ]
@@ -428,6 +429,54 @@ def _apply_variant(product: dict[str, Any], rng: random.Random, variant: int) ->
     product["meta"]["updatedAt"] = _iso(updated)
 
 
+@dataclass(frozen=True)
+class SchemaChange:
+    """How the served catalog's fields differ from DummyJSON's today, as an evolving API's would.
+
+    Each entry is a field path: ``"color"``, ``"meta.batch"``, ``"reviews[].likes"``. ``add``
+    serves a new field (text derived from the product id: ``"color-3"``), ``drop`` removes one,
+    ``retype`` serves a number as its text and any other value as a number (its length).
+    """
+
+    add: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    retype: tuple[str, ...] = ()
+
+    def apply(self, product: dict[str, Any]) -> None:
+        """Change one generated product in place."""
+        for path in self.add:
+            for holder, key in _holders(product, path):
+                holder[key] = f"{key}-{product['id'] % 7}"
+        for path in self.drop:
+            for holder, key in _holders(product, path):
+                holder.pop(key, None)
+        for path in self.retype:
+            for holder, key in _holders(product, path):
+                if key in holder:
+                    holder[key] = _retyped(holder[key])
+
+
+def _holders(product: dict[str, Any], path: str) -> list[tuple[dict[str, Any], str]]:
+    """The objects that hold the field ``path`` (several for ``reviews[].x``), with its key."""
+    container, dot, key = path.rpartition(".")
+    if not dot:
+        return [(product, key)]
+    if container.endswith("[]"):
+        items = product.get(container[:-2]) or []
+        return [(item, key) for item in items if isinstance(item, dict)]
+    nested = product.get(container)
+    return [(nested, key)] if isinstance(nested, dict) else []
+
+
+def _retyped(value: Any) -> Any:
+    """A number as its text; text, lists and objects as their length; anything else as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str | list | dict):
+        return len(value)
+    return str(value)
+
+
 # One encoder for every response: json.dumps with arguments would build a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -479,6 +528,13 @@ class Catalog:
         self._raw: dict[int, bytes] = {}
         self._cache = _LruCache(cache_size)
         self._lock = threading.Lock()
+        self.schema = SchemaChange()
+
+    def evolve(self, schema: SchemaChange) -> None:
+        """Serve every generated product with ``schema``'s changes from now on."""
+        with self._lock:
+            self.schema = schema
+            self._cache = _LruCache(self._cache.size)
 
     def __len__(self) -> int:
         with self._lock:
@@ -502,7 +558,13 @@ class Catalog:
         if raw is not None:
             product: dict[str, Any] = json.loads(raw)
             return product
-        return make_product(product_id, self.seed, variant)
+        return self._generate(product_id, variant)
+
+    def _generate(self, product_id: int, variant: int) -> dict[str, Any]:
+        """A generated product, with the catalog's schema changes applied."""
+        product = make_product(product_id, self.seed, variant)
+        self.schema.apply(product)
+        return product
 
     def page(self, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Products from position `skip` (at most `limit`, 0 = all) and the catalog's total."""
@@ -583,7 +645,7 @@ class Catalog:
         key = (product_id, self._variants.get(product_id, 0))
         encoded = self._cache.get(key)
         if encoded is None:
-            encoded = _encode(make_product(product_id, self.seed, key[1]))
+            encoded = _encode(self._generate(product_id, key[1]))
             self._cache.put(key, encoded)
         return encoded
 
@@ -1201,6 +1263,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rate-limit", action="store_true", help="enforce DummyJSON's 100 requests per 10 seconds"
     )
+    for change, meaning in (("add", "serve a new"), ("drop", "stop serving a"), ("retype", "")):
+        parser.add_argument(
+            f"--{change}-field",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help=(f"{meaning} field" if meaning else "serve a field with another JSON type")
+            + ' (repeatable; "color", "meta.batch", "reviews[].likes")',
+        )
     args = parser.parse_args(argv)
     if args.products < 0:
         parser.error("--products must be 0 or more")
@@ -1212,6 +1283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit=DUMMYJSON_RATE_LIMIT if args.rate_limit else None,
         host=args.host,
         port=args.port,
+    )
+    server.catalog.evolve(
+        SchemaChange(tuple(args.add_field), tuple(args.drop_field), tuple(args.retype_field))
     )
     try:
         server.start()
