@@ -81,8 +81,9 @@ MONEY = Numeric(12, 2)
 PERCENT = Numeric(5, 2)
 RATING = Numeric(3, 2)
 MEASURE = Numeric(10, 2)
-# JSON text on SQLite, binary JSONB on PostgreSQL (indexable, queryable with ->, ->>, @>).
-JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+# JSON text on SQLite, binary JSONB on PostgreSQL (indexable, queryable with ->, ->>, @>);
+# Python's None is SQL NULL, not the JSON text 'null'.
+JSON_DOCUMENT = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):

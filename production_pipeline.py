@@ -149,10 +149,13 @@ def sync_products(
 
     ``extraction`` must describe ``products`` once they are consumed (``iter_products`` keeps
     it up to date); stale products are deleted only if it says the extraction was complete.
-    ``drift`` profiles the fields of the products transformed (None: ``--on-drift ignore``).
+    ``drift`` profiles the fields of the products transformed (made here unless the caller
+    keeps its own; none under ``--on-drift ignore``).
     The caller commits, or rolls back for a dry run or on any error.
     """
     report = SyncReport(stats if stats is not None else RunStats())
+    if drift is None and options.on_drift is not DriftPolicy.IGNORE:
+        drift = DriftProfile(SOURCE_SHAPE)
     # 1. One writer at a time.
     take_writer_lock(conn, options.lock_timeout)
     # 2. The catalog as it was, then the API's products: new ones written, changed ones staged.

@@ -105,7 +105,9 @@ APPROACH_TITLES = {
     "sync": "production sync, in-process source",
     "naive": "naive ORM upsert, commit per product",
     "e2e": "production sync end to end (HTTP, page size 100)",
+    "extra": "production sync, an unknown field on every product (kept in extras)",
 }
+UNKNOWN_FIELD = "color"  # the field ``--unknown-field`` adds to every product
 SQLITE_COPY_TITLE = "bulk INSERT limit (executemany, four keyed tables)"
 TABLE_MODELS: dict[str, Any] = {
     "products": Product,
@@ -145,12 +147,22 @@ def as_delivered(product: dict[str, Any]) -> dict[str, Any]:
     return delivered
 
 
-def iter_source(n: int, scenario: str, seed: int = SEED) -> Iterator[dict[str, Any]]:
+def iter_source(
+    n: int, scenario: str, seed: int = SEED, unknown_field: bool = False
+) -> Iterator[dict[str, Any]]:
     """A scenario's products, generated one at a time (memory stays flat in N)."""
     for product_id in range(1, n + 1):
         variant = scenario_variant(product_id, scenario)
         if variant is not None:
-            yield as_delivered(make_product(product_id, seed, variant))
+            yield as_delivered(generate(product_id, variant, unknown_field))
+
+
+def generate(product_id: int, variant: int, unknown_field: bool) -> dict[str, Any]:
+    """A synthetic product, with a field the mapping does not know if asked."""
+    product = make_product(product_id, SEED, variant)
+    if unknown_field:
+        product[UNKNOWN_FIELD] = f"{UNKNOWN_FIELD}-{product_id % 7}"
+    return product
 
 
 def complete_extraction(received: int) -> Extraction:
@@ -240,17 +252,19 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def build_sources(n: int, databases: Sequence[str]) -> dict[str, Prepared]:
+def build_sources(
+    n: int, databases: Sequence[str], unknown_field: bool = False
+) -> dict[str, Prepared]:
     """The three scenarios' sources for N products; unchanged products are shared, not copied."""
     started = time.perf_counter()
-    base = list(iter_source(n, "initial"))
+    base = list(iter_source(n, "initial", unknown_field=unknown_field))
     changed: list[dict[str, Any]] = []
     for product in base:
         variant = scenario_variant(product["id"], "changed")
         if variant == 0:
             changed.append(product)
         elif variant is not None:
-            changed.append(as_delivered(make_product(product["id"], SEED, variant)))
+            changed.append(as_delivered(generate(product["id"], variant, unknown_field)))
     base_prepared = prepare(base, databases)
     sources = {
         "initial": base_prepared,
@@ -707,6 +721,19 @@ class Plan:
     naive_size: int
     memory: bool
     profile: bool = False
+    unknown_field: bool = False
+
+
+def plan_approaches(plan: Plan, n: int) -> list[str]:
+    """The approaches timed at size N."""
+    approaches = ["copy", "sync"]
+    if n == plan.naive_size:
+        approaches.append("naive")
+    if plan.end_to_end:
+        approaches.append("e2e")
+    if plan.unknown_field:
+        approaches.append("extra")
+    return approaches
 
 
 def run_repetitions(
@@ -719,7 +746,10 @@ def run_repetitions(
     """Every approach, every scenario, interleaved: repetition 1 runs all, then repetition 2..."""
     servers: dict[int, CatalogServer] = {}
     all_sources: dict[int, dict[str, Prepared]] = {}
+    extra_sources: dict[int, dict[str, Prepared]] = {}
     for n in plan.sizes:
+        if plan.unknown_field:
+            extra_sources[n] = build_sources(n, plan.databases, unknown_field=True)
         sources = all_sources[n] = build_sources(n, plan.databases)
         for scenario, source in sources.items():
             results.rows[(n, scenario)] = source.total_rows
@@ -743,16 +773,13 @@ def run_repetitions(
         for database in plan.databases:
             target = targets[database]
             for n in plan.sizes:
-                approaches = ["copy", "sync"]
-                if n == plan.naive_size:
-                    approaches.append("naive")
-                if plan.end_to_end:
-                    approaches.append("e2e")
+                approaches = plan_approaches(plan, n)
                 shift = rep % len(approaches)  # rotate who goes first, so no approach always does
                 for approach in approaches[shift:] + approaches[:shift]:
                     engine = target.fresh()
                     for scenario in SCENARIOS:
-                        source = all_sources[n][scenario]
+                        by_size = extra_sources if approach == "extra" else all_sources
+                        source = by_size[n][scenario]
                         key = (database, n, approach, scenario)
                         run = _time_one(target, engine, source, approach, scenario, servers.get(n))
                         actual = target.counts(engine)
@@ -768,6 +795,7 @@ def run_repetitions(
     for server in servers.values():
         server.close()
     all_sources.clear()
+    extra_sources.clear()
     gc.unfreeze()
     gc.collect()
 
@@ -782,7 +810,7 @@ def _time_one(
 ) -> Run:
     if approach == "copy":
         return time_bulk_load(target, engine, source, scenario)
-    if approach == "sync":
+    if approach in ("sync", "extra"):
         return time_sync(target, engine, source, scenario)
     if approach == "naive":
         return time_naive(target, engine, source, scenario)
@@ -832,7 +860,7 @@ def summarize(plan: Plan, results: Results, titles: dict[str, str], out: Output)
             out()
             out(f"| approach, {n:,} products | " + " | ".join(SCENARIO_TITLES.values()) + " |")
             out("|---|---|---|---|")
-            for approach in ("copy", "sync", "naive", "e2e"):
+            for approach in ("copy", "sync", "naive", "e2e", "extra"):
                 if (database, n, approach, "initial") not in results.runs:
                     continue
                 title = copy_title if approach == "copy" else APPROACH_TITLES[approach]
@@ -849,7 +877,7 @@ def summarize(plan: Plan, results: Results, titles: dict[str, str], out: Output)
                 "| rows written |"
             )
             out("|---|---|---|---|---|---|---|")
-            for approach in ("copy", "sync", "naive", "e2e"):
+            for approach in ("copy", "sync", "naive", "e2e", "extra"):
                 for scenario in SCENARIOS:
                     key = (database, n, approach, scenario)
                     if key not in results.runs:
@@ -954,6 +982,13 @@ def _check_targets(plan: Plan, results: Results, database: str, n: int, out: Out
                 f"  info end to end ÷ in-process, {SCENARIO_TITLES[scenario]}: "
                 f"{median_range(ratios)}"
             )
+    for scenario in SCENARIOS:
+        ratios = results.paired(key("extra", scenario), key("sync", scenario))
+        if ratios:
+            out(
+                f"  info an unknown field on every product ÷ none, "
+                f"{SCENARIO_TITLES[scenario]}: {median_range(ratios)}"
+            )
     return passed
 
 
@@ -1047,6 +1082,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after the timed runs, cProfile one initial load at the largest N (top 15 lines)",
     )
+    parser.add_argument(
+        "--unknown-field",
+        action="store_true",
+        help=f"also sync a source whose every product has a field the mapping does not know "
+        f"({UNKNOWN_FIELD!r}), to measure what keeping it in products.extras costs",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a binding target fails")
     return parser
 
@@ -1077,6 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.naive_size,
         not args.no_memory,
         args.profile,
+        args.unknown_field,
     )
     out = Output(results_path("bench_sync"))
     try:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, func, select, text
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, delete, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 import data_pipeline
@@ -66,13 +67,17 @@ def drift_rows(engine: Engine, run_id: int) -> set[tuple[Any, ...]]:
 
 
 def extras_of(engine: Engine) -> dict[int, Any]:
+    """Each product's extras; None only for SQL NULL (never the JSON text 'null')."""
     with engine.connect() as conn:
-        return dict(conn.execute(select(Product.id, Product.extras)).all())
+        stored = dict(conn.execute(select(Product.id, Product.extras)).all())
+        nulls = set(conn.scalars(select(Product.id).where(text("extras IS NULL"))))
+    assert {i for i, extras in stored.items() if extras is None} == nulls
+    return stored
 
 
 def revision_of(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return models.MigrationContext.configure(conn).get_current_revision()
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 @pytest.fixture
@@ -158,7 +163,7 @@ def test_a_database_with_tables_we_did_not_make_is_refused_and_left_alone(
     assert sync(api, database_url) == 1
     assert "customers" in capsys.readouterr().err
     with engine.connect() as conn:
-        assert models.inspect(conn).get_table_names() == ["customers"]
+        assert inspect(conn).get_table_names() == ["customers"]
 
 
 def test_a_products_table_of_another_shape_is_refused_naming_its_columns(
@@ -354,7 +359,8 @@ def test_an_unknown_field_a_database_cannot_store_sets_the_product_aside(
     with engine.connect() as conn:
         reasons = dict(conn.execute(select(RejectedRecord.source_id, RejectedRecord.reason)).all())
     assert reasons.keys() == {"4", "5"}
-    assert reasons["4"] == "extras.note: contains a NUL character, which a database text cannot hold"
+    nul = "extras.note: contains a NUL character, which a database text cannot hold"
+    assert reasons["4"] == nul
     assert reasons["5"] == "extras.nested" + "[0]" * 32 + ": nested deeper than 32 levels"
     # Numbers are kept exactly: as JSON numbers where a float holds them, else as their text.
     assert extras_of(engine)[6] == {"inf": "Infinity", "exact": 0.30000000000000004}
@@ -374,5 +380,5 @@ def test_drift_rows_are_deleted_with_their_run(
     assert sync(api, database_url) == 0
     with engine.begin() as conn:
         assert conn.scalar(select(func.count()).select_from(SourceDrift)) == 1
-        conn.execute(PipelineRun.__table__.delete())
+        conn.execute(delete(PipelineRun))
         assert conn.scalar(select(func.count()).select_from(SourceDrift)) == 0

@@ -45,6 +45,13 @@ SCALARS: dict[str, tuple[str, ...]] = {
     "thumbnail": ("thumbnail",),
 }
 TIMESTAMPS = {"created_at", "updated_at"}
+REVIEW_KEYS = ("rating", "comment", "date", "reviewerName", "reviewerEmail")
+# Every key the mapping reads, per object: the rest of a served product belongs in ``extras``.
+KNOWN_KEYS: dict[str, set[str]] = {
+    "": {"id", "tags", "images", "reviews"} | {path[0] for path in SCALARS.values()},
+    "dimensions": {path[1] for path in SCALARS.values() if path[0] == "dimensions"},
+    "meta": {path[1] for path in SCALARS.values() if path[0] == "meta"},
+}
 
 
 def _dig(product: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -59,6 +66,32 @@ def _normal(value: Any) -> Any:
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return Decimal(str(value)).normalize()
     return value
+
+
+def _normal_json(value: Any) -> Any:
+    """A JSON value with every number as an exact Decimal (so 0.5 == Decimal("0.5"))."""
+    if isinstance(value, dict):
+        return {key: _normal_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normal_json(item) for item in value]
+    return _normal(value)
+
+
+def _served_extras(product: dict[str, Any]) -> dict[str, Any] | None:
+    """The values of the fields the mapping does not read, nested as the product nests them."""
+    extras = {k: v for k, v in product.items() if k not in KNOWN_KEYS[""]}
+    for container in ("dimensions", "meta"):
+        nested = product.get(container) or {}
+        unknown = {k: v for k, v in nested.items() if k not in KNOWN_KEYS[container]}
+        if unknown:
+            extras[container] = unknown
+    reviews = [
+        {k: v for k, v in review.items() if k not in REVIEW_KEYS}
+        for review in product.get("reviews") or []
+    ]
+    if any(reviews):
+        extras["reviews"] = reviews
+    return _normal_json(extras) if extras else None
 
 
 def _timestamp(value: str | None) -> dt.datetime | None:
@@ -94,6 +127,7 @@ def served_catalog(api_url: str, exclude: set[int] | None = None) -> dict[int, d
             )
             for review in product.get("reviews") or []
         ]
+        row["extras"] = _served_extras(product)
         catalog[product["id"]] = row
     return catalog
 
@@ -104,7 +138,7 @@ def database_catalog(engine: Engine) -> dict[int, dict[str, Any]]:
     with engine.connect() as conn:
         for product in conn.execute(select(Product.__table__)).mappings():
             row = {column: _normal(product[column]) for column in SCALARS}
-            row.update(tags=[], images=[], reviews=[])
+            row.update(tags=[], images=[], reviews=[], extras=_normal_json(product["extras"]))
             catalog[product["id"]] = row
         tags = select(ProductTag.product_id, ProductTag.tag).order_by(
             ProductTag.product_id, ProductTag.position
