@@ -17,7 +17,6 @@ covers the mapping version) was profiled when it was written.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -78,29 +77,28 @@ def unknown_fields(raw: Mapping[str, Any], shape: SourceShape) -> dict[str, Any]
     """The values of the fields ``shape`` does not know, nested as the source nests them.
 
     ``{"color": "red", "meta": {"batch": 7}, "reviews": [{}, {"likes": 3}]}``; None when there
-    are none (the common case costs a few key-set comparisons).
+    are none. This runs for every product written, so the common case is a few key-set
+    comparisons done in C (``dict.keys() <= frozenset``).
     """
-    known_keys = shape.known_keys
-    extras = {key: value for key, value in raw.items() if key not in known_keys[""]}
+    known = shape.known_keys
+    extras = {}
+    if not raw.keys() <= known[""]:
+        extras = {key: value for key, value in raw.items() if key not in known[""]}
     for container in shape.objects:
         value = raw.get(container)
-        if isinstance(value, Mapping):
-            known = known_keys[container]
-            unknown = {k: v for k, v in value.items() if k not in known}
-            if unknown:
-                extras[container] = unknown
+        if isinstance(value, dict) and not value.keys() <= known[container]:
+            extras[container] = {k: v for k, v in value.items() if k not in known[container]}
     for container in shape.lists:
         value = raw.get(container)
-        if isinstance(value, list):
-            known = known_keys[container]
-            elements = [
-                {k: v for k, v in item.items() if k not in known}
-                if isinstance(item, Mapping)
+        if isinstance(value, list) and not all(
+            item.keys() <= known[container] for item in value if isinstance(item, dict)
+        ):
+            extras[container] = [
+                {k: v for k, v in item.items() if k not in known[container]}
+                if isinstance(item, dict)
                 else {}
                 for item in value
             ]
-            if any(elements):
-                extras[container] = elements
     return extras or None
 
 
@@ -129,104 +127,115 @@ class Drift:
 class DriftProfile:
     """The fields of the products a run transforms, counted against a ``SourceShape``.
 
-    Products of one source share a handful of shapes, so each product is reduced to a cheap
-    signature (its keys and their Python types, nested ones included) and only a signature seen
-    for the first time is expanded into field paths.
+    This runs for every product written, so a product costs a few tuples built in C: each of its
+    objects (the product, each nested object, the set of its list elements) is counted by its
+    shape, its keys and the Python types of their values. A source's products share a handful of
+    shapes per object (they differ in which numbers are integers), and only when the run ends is
+    each distinct shape turned into field paths.
     """
 
     def __init__(self, shape: SourceShape) -> None:
         self.shape = shape
-        self.products = 0
-        self._signatures: Counter[tuple[Any, ...]] = Counter()
-        self._examples: dict[tuple[Any, ...], int | None] = {}
+        # Per container ("" = the product itself): shape -> [products, an example id].
+        self._counts: dict[str, dict[Any, list[Any]]] = {
+            container: {} for container in ("", *shape.objects, *shape.lists)
+        }
 
     def observe(self, raw: Mapping[str, Any], product_id: int | None) -> None:
         """Count one product's fields."""
-        self.products += 1
-        signature = self._signature(raw)
-        self._signatures[signature] += 1
-        self._examples.setdefault(signature, product_id)
-
-    def _signature(self, raw: Mapping[str, Any]) -> tuple[Any, ...]:
-        parts: list[Any] = [tuple(raw), tuple(map(type, raw.values()))]
+        counts = self._counts
+        _count(counts[""], (tuple(raw), tuple(map(type, raw.values()))), product_id)
         for container in self.shape.objects:
             value = raw.get(container)
-            if isinstance(value, Mapping):
-                parts.append((tuple(value), tuple(map(type, value.values()))))
+            if isinstance(value, dict):
+                shape = tuple(value), tuple(map(type, value.values()))
+                _count(counts[container], shape, product_id)
         for container in self.shape.lists:
             value = raw.get(container)
-            if isinstance(value, list):
-                parts.append(
-                    frozenset(
-                        (tuple(item), tuple(map(type, item.values())))
-                        for item in value
-                        if isinstance(item, Mapping)
-                    )
+            if isinstance(value, list) and value:
+                elements = frozenset(
+                    (tuple(item), tuple(map(type, item.values())))
+                    for item in value
+                    if isinstance(item, dict)
                 )
-        return tuple(parts)
+                _count(counts[container], elements, product_id)
 
     def drifts(self) -> list[Drift]:
-        """Every new, vanished and retyped field, most frequent first within each kind."""
-        seen: Counter[tuple[str, str]] = Counter()
-        missing: Counter[str] = Counter()
-        examples: dict[tuple[str, str], int | None] = {}
-        for signature, count in self._signatures.items():
-            example = self._examples[signature]
-            paths = _paths(self._expand(signature))
-            for path_type in paths:
-                seen[path_type] += count
-                examples.setdefault(path_type, example)
-            present = {path for path, _ in paths}
-            for path in self._expected_paths(present):
-                if path not in present:
-                    missing[path] += count
-                    examples.setdefault((path, ""), example)
+        """Every new, retyped and vanished field, most frequent first within each kind."""
+        seen: dict[tuple[str, str], list[Any]] = {}
+        missing: dict[str, list[Any]] = {}
+        for container, shapes in self._counts.items():
+            expected = self._expected(container)
+            for shape, (count, example) in shapes.items():
+                found = self._fields(container, shape)
+                for path_type in found.items():
+                    _add(seen, path_type, count, example)
+                for path in expected - found.keys():
+                    _add(missing, path, count, example)
         fields = self.shape.fields
-        vanished = [
-            Drift(DriftChange.VANISHED, path, fields[path], None, n, examples[(path, "")])
-            for path, n in missing.most_common()
+        new = [
+            Drift(DriftChange.NEW, path, None, kind, n, example)
+            for (path, kind), (n, example) in _by_count(seen)
+            if path not in fields
         ]
-        return self._new_and_retyped(seen, examples) + vanished
+        retyped = [
+            Drift(DriftChange.RETYPED, path, fields[path], kind, n, example)
+            for (path, kind), (n, example) in _by_count(seen)
+            if path in fields and kind != fields[path]
+        ]
+        vanished = [
+            Drift(DriftChange.VANISHED, path, fields[path], None, n, example)
+            for path, (n, example) in _by_count(missing)
+        ]
+        return new + retyped + vanished
 
-    def _new_and_retyped(
-        self, seen: Counter[tuple[str, str]], examples: dict[tuple[str, str], int | None]
-    ) -> list[Drift]:
-        new, retyped = [], []
-        for (path, kind), count in seen.most_common():
-            expected, example = self.shape.fields.get(path), examples[(path, kind)]
-            if expected is None:
-                new.append(Drift(DriftChange.NEW, path, None, kind, count, example))
-            elif kind != expected:
-                retyped.append(Drift(DriftChange.RETYPED, path, expected, kind, count, example))
-        return new + retyped
-
-    def _expected_paths(self, present: set[str]) -> list[str]:
-        """The non-optional fields a product with ``present`` fields should carry: a nested
-        field only where its object is there, or its list has an element."""
-        containers = {""} | {path for path in present if path in self.shape.objects}
-        containers |= {_container(path) for path in present if "[]." in path}
-        return [
+    def _expected(self, container: str) -> set[str]:
+        """The non-optional fields of a container (``""``: the top level) as paths."""
+        return {
             path
             for path in self.shape.fields
-            if path not in self.shape.optional and _container(path) in containers
-        ]
+            if _container(path) == container and path not in self.shape.optional
+        }
 
-    def _expand(self, signature: tuple[Any, ...]) -> dict[str, Any]:
-        """A signature back into ``{path: python type}`` (list elements merged)."""
-        keys, types = signature[0], signature[1]
-        fields: dict[str, Any] = dict(zip(keys, types, strict=True))
-        rest = iter(signature[2:])
-        for container in self.shape.objects:
-            if fields.get(container) is not None and issubclass(fields[container], Mapping):
-                nested_keys, nested_types = next(rest)
-                for key, kind in zip(nested_keys, nested_types, strict=True):
-                    fields[NESTED_OBJECT.format(container, key)] = kind
-        for container in self.shape.lists:
-            if fields.get(container) is not None and issubclass(fields[container], list):
-                for nested_keys, nested_types in next(rest):
-                    for key, kind in zip(nested_keys, nested_types, strict=True):
-                        fields[NESTED_LIST.format(container, key)] = kind
-        return fields
+    def _fields(self, container: str, shape: Any) -> dict[str, str]:
+        """A counted shape as ``{path: JSON type}`` (list elements merged)."""
+        if not container:
+            return {key: _json_type(kind) for key, kind in zip(*shape, strict=True)}
+        template = NESTED_LIST if container in self.shape.lists else NESTED_OBJECT
+        shapes = shape if container in self.shape.lists else [shape]
+        return {
+            template.format(container, key): _json_type(kind)
+            for keys, kinds in shapes
+            for key, kind in zip(keys, kinds, strict=True)
+        }
+
+
+def _count(counts: dict[Any, list[Any]], shape: Any, product_id: int | None) -> None:
+    """One more product with ``shape``; the first one seen is the example."""
+    counted = counts.get(shape)
+    if counted is None:
+        counts[shape] = [1, product_id]
+    else:
+        counted[0] += 1
+
+
+def _add(totals: dict[Any, list[Any]], key: Any, count: int, example: int | None) -> None:
+    """Add ``count`` products to ``key``, keeping the first example id."""
+    total = totals.setdefault(key, [0, example])
+    total[0] += count
+
+
+def _by_count(totals: dict[Any, list[Any]]) -> list[tuple[Any, list[Any]]]:
+    """The totals, most products first (then by name, so the order is stable)."""
+    return sorted(totals.items(), key=lambda item: (-item[1][0], str(item[0])))
+
+
+def _json_type(kind: type) -> str:
+    """The JSON type of values of a Python type, as the decoder makes them."""
+    for base, name in _JSON_TYPES.items():
+        if issubclass(kind, base):
+            return name
+    return "unknown"
 
 
 def refuse_drift(drifts: list[Drift], policy: DriftPolicy) -> None:
@@ -249,17 +258,14 @@ def format_drifts(drifts: list[Drift], limit: int = 10) -> list[str]:
     return lines
 
 
-def _paths(fields: dict[str, Any]) -> set[tuple[str, str]]:
-    """``{path: python type}`` as ``{(path, JSON type)}``."""
-    return {(path, _JSON_TYPES.get(kind, "array")) for path, kind in fields.items()}
-
-
 def _container(path: str) -> str:
     """The top-level field a nested path lives in ("" for a top-level field)."""
     head, dot, _ = path.partition(".")
     return head.removesuffix("[]") if dot else ""
 
 
+# Python type -> JSON type, for the values the decoder makes (and floats, for products built in
+# code); bool before int, which it subclasses.
 _JSON_TYPES: dict[type, str] = {
     type(None): "null",
     bool: "boolean",

@@ -69,7 +69,7 @@ def drift_rows(engine: Engine, run_id: int) -> set[tuple[Any, ...]]:
 def extras_of(engine: Engine) -> dict[int, Any]:
     """Each product's extras; None only for SQL NULL (never the JSON text 'null')."""
     with engine.connect() as conn:
-        stored = dict(conn.execute(select(Product.id, Product.extras)).all())
+        stored: dict[int, Any] = dict(conn.execute(select(Product.id, Product.extras)).all())
         nulls = set(conn.scalars(select(Product.id).where(text("extras IS NULL"))))
     assert {i for i, extras in stored.items() if extras is None} == nulls
     return stored
