@@ -5,10 +5,13 @@ One run, one transaction, in four steps (``sync_products`` below follows them in
 1. take the writer's lock (PostgreSQL: an advisory lock; SQLite: ``BEGIN IMMEDIATE``), so a
    second sync waits instead of interleaving;
 2. read each product's content hash from the catalog, then stream the API's pages: a product
-   whose hash is unchanged is counted and skipped before any row is built; a new product's rows
-   are written straight into the catalog tables, a changed product's into staging tables
+   whose hash is unchanged is counted and skipped before any row is built (the hash covers the
+   mapping's version, so a new mapping rewrites each product once; ``--rebuild`` rewrites all);
+   the fields of the others are profiled for source drift (``--on-drift``); a new product's
+   rows are written straight into the catalog tables, a changed product's into staging tables
    (PostgreSQL: ``COPY``; SQLite: batched inserts);
-3. delete the products the API no longer has (children by cascade); an incomplete extraction
+3. under ``--on-drift refuse``, refuse a run that saw drift, changing nothing;
+   delete the products the API no longer has (children by cascade); an incomplete extraction
    or a deletion larger than the allowed fraction refuses the run and nothing changes, and a
    product that came without a readable id defers every deletion (the run ends ``partial``);
    then settle the skus that changed hands (a claim stands if its owner let the sku go);
