@@ -232,7 +232,7 @@ def catalog_size(engine: Engine, label: str, figures: Figures, prefix: str) -> N
             conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
             for table in CATALOG_TABLES
         )
-        product_indexes = dict(
+        product_indexes: dict[str, int] = dict(
             conn.execute(
                 text(
                     "SELECT c.relname, pg_relation_size(i.indexrelid) FROM pg_index i "
@@ -262,10 +262,9 @@ def catalog_size(engine: Engine, label: str, figures: Figures, prefix: str) -> N
 
 
 def sync_scenario(
-    target: PostgresTarget, n: int, scenario: str, figures: Figures, prefix: str
+    target: PostgresTarget, engine: Engine, n: int, scenario: str, figures: Figures, prefix: str
 ) -> None:
     """One sync on the current catalog, with its WAL, step times and updates."""
-    engine = target.engine
     products = list(iter_source(n, scenario))
     run_id = start_run(engine, "bench_footprint")
     target.settle(engine)
@@ -334,7 +333,7 @@ def measure_postgres(target: PostgresTarget, n: int, figures: Figures) -> None:
     figures.out(f"PostgreSQL, {n:,} products, wal_compression = {shown}:")
     prefix = f"pg.{shown}"
     for scenario in SCENARIOS:
-        sync_scenario(target, n, scenario, figures, prefix)
+        sync_scenario(target, engine, n, scenario, figures, prefix)
         if scenario == "initial":
             catalog_size(engine, "after the initial load", figures, f"{prefix}.size.initial")
     catalog_size(engine, "after the changed run", figures, f"{prefix}.size.changed")
