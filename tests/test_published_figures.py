@@ -1,0 +1,302 @@
+"""Every measured figure the design document and the README quote equals a committed output.
+
+A quoted figure is a number followed by its tag, as in
+``5,395 products/s [M: sync#sync.initial.products]``: ``sync`` names a file in
+``benchmarks/published/`` (``OUTPUTS`` below) and the key names one figure in it (``figures_of``,
+parsed from the benchmark's own tables). The figure must equal the output rounded to the decimals
+the document shows, so editing either side fails this test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = ROOT / "benchmarks" / "published"
+DOCUMENTS = ("data_at_scale_design.md", "README.md")
+
+# alias -> the committed output it stands for
+OUTPUTS = {
+    "sync": "bench_sync-2d4d540.txt",
+    "extract": "bench_extract-c53f860.txt",
+    "footprint": "bench_footprint-c53f860.txt",
+    "sync_before_etl": "bench_sync-b04406d-before-etl.txt",
+    "sync_after_etl": "bench_sync-bbf3780-after-etl.txt",
+    "extract_before_etl": "bench_extract-b04406d-before-etl.txt",
+    "extract_after_etl": "bench_extract-bbf3780-after-etl.txt",
+}
+
+NUMBER = r"\d[\d,]*(?:\.\d+)?"
+UNIT = "[A-Za-z\u00b5\u00d7%/]+"  # products/s, MB, %, x or the multiplication sign
+RANGE = rf"\[(?P<low>{NUMBER})\.\.(?P<high>{NUMBER})\]"  # a median's [min..max], checked too
+TAG = re.compile(
+    rf"(?P<number>{NUMBER})(?:\s?{UNIT})?(?:\s{RANGE})?\s\[M: (?P<alias>\w+)#(?P<key>[\w.@-]+)\]"
+)
+ANY_TAG = re.compile(r"\[M[:\]]")
+CODE_SPAN = re.compile(r"`[^`]*`")  # a tag inside backticks is an example, not a quote
+LEGEND = "| **[M: file#key]** |"
+TARGET_LINE = r"\s+(?:PASS|FAIL|-|info)\s+(.+?)(?: \(EXTRAPOLATED[^)]*\))?: (.+)$"
+
+SCENARIOS = {
+    "initial load": "initial",
+    "no-change re-sync": "nochange",
+    "10% changed + 1% removed": "changed",
+}
+APPROACHES = {
+    "COPY limit (four keyed tables)": "copy",
+    "production sync, in-process source": "sync",
+    "naive ORM upsert, commit per product": "naive",
+    "production sync end to end (HTTP, page size 100)": "e2e",
+}
+TARGETS = {
+    "initial load throughput ÷ COPY limit throughput": "copy_fraction",
+    "no-change re-sync speed-up over the initial load": "nochange_speedup",
+    "10%-changed sync speed-up over the initial load": "changed_speedup",
+    "initial load speed-up over the naive ORM upsert": "naive_speedup",
+    "speed-up at concurrency 8 over sequential": "speedup_c8",
+    "wall time ÷ ideal at concurrency 8": "ideal_c8",
+}
+
+
+# --- figures in the outputs -----------------------------------------------------------------
+
+
+def first_number(cell: str) -> str:
+    """``'0.79 [0.72..0.80]'`` -> ``'0.79'``; ``'81 MB'`` -> ``'81'``."""
+    found = re.search(NUMBER, cell)
+    if found is None:
+        raise ValueError(f"no number in {cell!r}")
+    return found.group(0)
+
+
+def add_range(figures: dict[str, str], key: str, cell: str) -> None:
+    """``median [min..max]`` as ``key``, ``key.min`` and ``key.max``."""
+    figures[key] = first_number(cell)
+    bounds = re.search(rf"\[({NUMBER})\.\.({NUMBER})\]", cell)
+    if bounds:
+        figures[f"{key}.min"], figures[f"{key}.max"] = bounds.groups()
+
+
+def table_rows(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def bench_sync_figures(text: str) -> dict[str, str]:
+    """Keys ``<approach>.<scenario>.<s|range|products|rows|written|ratio>@<n>``,
+    ``target.<name>@<n>``, ``info.e2e.<scenario>@<n>``, ``memory.<scenario>@<n>``."""
+    figures: dict[str, str] = {}
+    n = 0
+    memory = False
+    for line in text.splitlines():
+        section = re.match(r"## .*, ([\d,]+) products$", line)
+        if section:
+            n, memory = int(section.group(1).replace(",", "")), False
+            continue
+        if line.startswith("peak memory, "):
+            memory = True
+            continue
+        cells = table_rows(line) if line.startswith("|") else []
+        if memory and cells and re.fullmatch(r"[\d,]+", cells[0]):
+            size = int(cells[0].replace(",", ""))
+            for scenario, cell in zip(SCENARIOS.values(), cells[1:4], strict=True):
+                figures[f"memory.{scenario}@{size}"] = first_number(cell)
+            figures[f"memory.baseline@{size}"] = first_number(cells[4])
+        elif len(cells) == 7 and cells[0] in APPROACHES and cells[1] in SCENARIOS:
+            key = f"{APPROACHES[cells[0]]}.{SCENARIOS[cells[1]]}"
+            for name, cell in zip(("s", "range", "products", "rows"), cells[2:6], strict=True):
+                figures[f"{key}.{name}@{n}"] = cell if name == "range" else first_number(cell)
+            if cells[6] != "not measured":
+                figures[f"{key}.written@{n}"] = first_number(cells[6])
+        elif len(cells) == 4 and cells[0] in APPROACHES:
+            for scenario, cell in zip(SCENARIOS.values(), cells[1:], strict=True):
+                add_range(figures, f"{APPROACHES[cells[0]]}.{scenario}.ratio@{n}", cell)
+        target = re.match(TARGET_LINE, line)
+        if target and target.group(1) in TARGETS:
+            add_range(figures, f"target.{TARGETS[target.group(1)]}@{n}", target.group(2))
+        e2e = re.match(r"\s+info end to end ÷ in-process, (.+): (.+)$", line)
+        if e2e:
+            add_range(figures, f"info.e2e.{SCENARIOS[e2e.group(1)]}@{n}", e2e.group(2))
+    return figures
+
+
+def bench_extract_figures(text: str) -> dict[str, str]:
+    """Keys ``c<level>.<s|products|pages|cpu|ideal|speedup>``, ``parse.<mb_s|products_s>``,
+    ``target.<name>``, ``memory@<n>``, ``memory.baseline@<n>``."""
+    figures: dict[str, str] = {}
+    for line in text.splitlines():
+        cells = table_rows(line) if line.startswith("|") else []
+        if len(cells) == 9 and cells[0].isdigit():
+            key = f"c{cells[0]}"
+            figures[f"{key}.s"] = cells[1]
+            figures[f"{key}.products"] = cells[3]
+            figures[f"{key}.pages"] = cells[4]
+            figures[f"{key}.cpu"] = cells[5]
+            add_range(figures, f"{key}.ideal", cells[7])
+            add_range(figures, f"{key}.speedup", cells[8])
+        elif len(cells) == 5 and re.fullmatch(r"[\d,]+", cells[0]):
+            size = int(cells[0].replace(",", ""))
+            figures[f"memory@{size}"] = first_number(cells[1])
+            figures[f"memory.baseline@{size}"] = first_number(cells[2])
+        parse = re.match(rf"parse: .* = ({NUMBER}) MB/s, ({NUMBER}) products/s", line)
+        if parse:
+            figures["parse.mb_s"], figures["parse.products_s"] = parse.groups()
+        target = re.match(r"\s+(?:PASS|FAIL)\s+(.+?): (.+?)  \(target", line)
+        if target and target.group(1) in TARGETS:
+            add_range(figures, f"target.{TARGETS[target.group(1)]}", target.group(2))
+    return figures
+
+
+def bench_footprint_figures(text: str) -> dict[str, str]:
+    """The ``figures:`` block, ``key = value`` per line."""
+    block = text.split("\nfigures:\n", 1)[1]
+    return dict(re.findall(r"^\s+(\S+) = (\S+)$", block, flags=re.MULTILINE))
+
+
+PARSERS: dict[str, Callable[[str], dict[str, str]]] = {
+    "bench_sync": bench_sync_figures,
+    "bench_extract": bench_extract_figures,
+    "bench_footprint": bench_footprint_figures,
+}
+
+
+def figures_of(alias: str) -> dict[str, str]:
+    """Every figure of a committed output, by key."""
+    name = OUTPUTS[alias]
+    return PARSERS[name.split("-", 1)[0]]((PUBLISHED / name).read_text(encoding="utf-8"))
+
+
+# --- figures in the documents ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    document: str
+    line: int
+    number: str
+    alias: str
+    key: str
+    low: str | None = None
+    high: str | None = None
+
+    def figures(self) -> list[tuple[str, str]]:
+        """(number as quoted, key) for the figure and, when quoted, its [min..max]."""
+        shown = [(self.number, self.key)]
+        if self.low is not None and self.high is not None:
+            shown += [(self.low, f"{self.key}.min"), (self.high, f"{self.key}.max")]
+        return shown
+
+
+def quotes_in(document: str, text: str) -> list[Quote]:
+    """Every tagged figure of a document."""
+    found = []
+    for line_number, line in enumerate(text.splitlines(), 1):
+        for match in TAG.finditer(CODE_SPAN.sub("", line)):
+            found.append(
+                Quote(
+                    document,
+                    line_number,
+                    match["number"],
+                    match["alias"],
+                    match["key"],
+                    match["low"],
+                    match["high"],
+                )
+            )
+    return found
+
+
+def output_value(figures: dict[str, str], key: str) -> str | None:
+    """An output's figure: the key as written, else the key at the file's largest N."""
+    if key in figures:
+        return figures[key]
+    sizes = {int(size) for size in re.findall(r"@(\d+)", " ".join(figures))}
+    if not sizes:
+        return None
+    at = f"@{max(sizes)}"
+    base, _, bound = key.rpartition(".")
+    if bound in ("min", "max"):
+        return figures.get(f"{base}{at}.{bound}")
+    return figures.get(f"{key}{at}")
+
+
+def as_shown(value: str, number: str) -> Decimal:
+    """The output's value rounded to the decimals the document shows."""
+    places = len(number.split(".")[1]) if "." in number else 0
+    return Decimal(value.replace(",", "")).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+
+
+def mismatches(document: str, text: str) -> list[str]:
+    """Why the document's quotes do not agree with the committed outputs (empty = they do)."""
+    problems = []
+    outputs = {alias: figures_of(alias) for alias in OUTPUTS}
+    for quote in quotes_in(document, text):
+        where = f"{quote.document}:{quote.line} {quote.number} [M: {quote.alias}#{quote.key}]"
+        if quote.alias not in OUTPUTS:
+            problems.append(f"{where}: unknown output {quote.alias!r}")
+            continue
+        for number, key in quote.figures():
+            value = output_value(outputs[quote.alias], key)
+            if value is None:
+                problems.append(f"{where}: no {key} in {OUTPUTS[quote.alias]}")
+            elif as_shown(value, number) != Decimal(number.replace(",", "")):
+                problems.append(f"{where}: {key} is {value} in the output, not {number}")
+    return problems
+
+
+def read(document: str) -> str:
+    return (ROOT / document).read_text(encoding="utf-8")
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_quoted_figure_equals_its_committed_output(document: str) -> None:
+    assert quotes_in(document, read(document)), f"{document} quotes no measured figure"
+    assert mismatches(document, read(document)) == []
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_measured_tag_names_its_output_and_follows_a_number(document: str) -> None:
+    unreadable = [
+        f"{document}:{number}: {line.strip()[:120]}"
+        for number, line in enumerate(read(document).splitlines(), 1)
+        if not line.startswith(LEGEND)
+        and len(ANY_TAG.findall(CODE_SPAN.sub("", line))) != len(quotes_in(document, line))
+    ]
+    assert unreadable == []
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_a_document_names_every_output_it_quotes(document: str) -> None:
+    text = read(document)
+    for alias in {quote.alias for quote in quotes_in(document, text)}:
+        assert f"benchmarks/published/{OUTPUTS[alias]}" in text, alias
+
+
+def test_every_output_is_committed_and_parses() -> None:
+    for alias, name in OUTPUTS.items():
+        assert (PUBLISHED / name).is_file(), name
+        assert figures_of(alias), name
+
+
+def test_an_edited_figure_fails_the_check() -> None:
+    text = read(DOCUMENTS[0])
+    quote = quotes_in(DOCUMENTS[0], text)[0]
+    edited_number = quote.number[:-1] + ("1" if quote.number[-1] != "1" else "2")
+    tag = f"[M: {quote.alias}#{quote.key}]"
+    edited = text.replace(f"{quote.number} {tag}", f"{edited_number} {tag}", 1)
+    assert edited != text
+    assert mismatches(DOCUMENTS[0], edited)
+
+
+def test_a_tag_without_a_figure_before_it_is_caught() -> None:
+    line = "the initial load [M: sync#sync.initial.products] was fast"
+    assert len(ANY_TAG.findall(line)) == 1
+    assert quotes_in("x", line) == []
