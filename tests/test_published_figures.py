@@ -24,8 +24,8 @@ DOCUMENTS = ("data_at_scale_design.md", "README.md")
 # alias -> the committed output it stands for
 OUTPUTS = {
     "sync": "bench_sync-2d4d540.txt",
-    "extract": "bench_extract-c53f860.txt",
-    "footprint": "bench_footprint-c53f860.txt",
+    "extract": "bench_extract-2d4d540.txt",
+    "footprint": "bench_footprint-2d4d540.txt",
     "sync_before_etl": "bench_sync-b04406d-before-etl.txt",
     "sync_after_etl": "bench_sync-bbf3780-after-etl.txt",
     "extract_before_etl": "bench_extract-b04406d-before-etl.txt",
