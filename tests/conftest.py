@@ -8,6 +8,7 @@ never see each other's tables and a shared server is never wiped.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,3 +94,28 @@ def fake_api() -> Iterator[Callable[..., FakeDummyJson]]:
 def api(fake_api: Callable[..., FakeDummyJson]) -> FakeDummyJson:
     """A local DummyJSON server with 120 products."""
     return fake_api(products=120)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark session with Iceberg for every test of the Spark job (the JVM takes
+    seconds to start). Skipped only where Java or the job's requirements are missing, with the
+    reason, and never under CI=true: CI installs both."""
+    from scale.session import SparkSettings, java_missing_reason, start_session  # noqa: PLC0415
+
+    reason = java_missing_reason()
+    try:
+        import pyspark  # noqa: F401, PLC0415
+    except ImportError:
+        reason = reason or "pyspark is not installed: python -m pip install -r scale/requirements.txt"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the Spark tests cannot run under CI: {reason}")
+        pytest.skip(reason)
+    scratch = tmp_path_factory.mktemp("spark")
+    settings = SparkSettings(
+        master="local[2]", driver_memory="1g", shuffle_partitions=2, local_dir=scratch
+    )
+    session = start_session(settings, app_name="products-etl-tests")
+    yield session
+    session.stop()
