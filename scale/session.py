@@ -97,9 +97,14 @@ def use_catalog(spark: SparkSession, warehouse: Path, name: str = DEFAULT_CATALO
     """Make ``name`` an Iceberg catalog over ``warehouse`` (unless spark-submit configured it)
     and the session's current catalog, so the job's SQL names tables as ``silver.offers``."""
     key = f"spark.sql.catalog.{name}"
+    location = str(warehouse.resolve())
     if spark.conf.get(key, None) is None:
         spark.conf.set(key, "org.apache.iceberg.spark.SparkCatalog")
         spark.conf.set(f"{key}.type", "hadoop")
-        spark.conf.set(f"{key}.warehouse", str(warehouse.resolve()))
+        spark.conf.set(f"{key}.warehouse", location)
+    configured = spark.conf.get(f"{key}.warehouse", None)
+    if spark.conf.get(f"{key}.type", None) == "hadoop" and configured != location:
+        # Spark keeps a catalog once loaded: another folder would silently be ignored.
+        raise ConfigError(f"catalog {name} already uses the warehouse {configured}, not {location}")
     spark.catalog.setCurrentCatalog(name)
     log.debug("catalog %s over %s", name, warehouse)

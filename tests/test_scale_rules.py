@@ -109,7 +109,10 @@ def test_offers_link_by_gtin_across_sources_then_by_brand_and_mpn_r_m2_r_m3(spar
         # A wrong check digit is not a key: this offer stays alone.
         offer(source_id="s3", source_key="o8", gtin="6291041500214"),
     ]
-    keys = {(r["source_id"], r["source_key"]): r["golden_key"] for r in golden_keys(frame(spark, rows)).collect()}
+    keys = {
+        (r["source_id"], r["source_key"]): r["golden_key"]
+        for r in golden_keys(frame(spark, rows)).collect()
+    }
     assert keys[("s1", "o1")] == keys[("s2", "o2")] == keys[("s3", "o3")] == "gtin:06291041500213"
     assert keys[("s1", "o4")] == keys[("s2", "o5")] == "mpn:diablo|DX1"
     assert keys[("s1", "00RCH45Q")] == "offer:s1:00RCH45Q"
