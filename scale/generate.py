@@ -81,7 +81,7 @@ def universe_size(products: int, run: int) -> int:
     """Products in the universe at a run: enough for each source to hold ``products`` offers in
     run 1, plus the products each later run adds."""
     base = products * 100 // MEMBER_PERCENT
-    return base + (run - 1) * (base * NEW_PERCENT // 100)
+    return base + (run - 1) * max(1, base * NEW_PERCENT // 100)
 
 
 def offer_state(seed: int, source: SourceProfile, product_id: int, run: int) -> int | None:

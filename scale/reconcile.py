@@ -149,7 +149,7 @@ def reconcile(
             report.published = serving.publish(
                 engine,
                 report.reconcile_run,
-                lambda since: _batches(gold.changed_since(spark, since)),
+                lambda since: row_batches(gold.changed_since(spark, since)),
                 max_retire_fraction=max_retire_fraction,
                 allow_mass_retire=allow_mass_retire,
             )
@@ -157,7 +157,7 @@ def reconcile(
     return report
 
 
-def _batches(frame: Any) -> Iterator[list[dict[str, Any]]]:
+def row_batches(frame: Any) -> Iterator[list[dict[str, Any]]]:
     """A DataFrame's rows as dicts, in batches, streamed from the executors."""
     batch: list[dict[str, Any]] = []
     for row in frame.toLocalIterator(prefetchPartitions=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from scale.snapshots import find_snapshots, read_manifest
 from tests.cli import exit_status
 
 
-def records(folder: Path) -> list[dict]:
+def records(folder: Path) -> list[dict[str, Any]]:
     lines = (folder / "part-00000.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 

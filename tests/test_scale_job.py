@@ -31,7 +31,7 @@ from scale.snapshots import MANIFEST, Snapshot, find_snapshots
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTS = 40  # offers per source in run 1
+PRODUCTS = 200  # offers per source in run 1
 COMPARED = (
     "golden_key",
     "gtin",
@@ -103,7 +103,7 @@ def publish_to(engine: Engine, spark: Any, reconcile_run: int) -> Any:
     return serving.publish(
         engine,
         reconcile_run,
-        lambda since: reconcile._batches(gold.changed_since(spark, since)),
+        lambda since: reconcile.row_batches(gold.changed_since(spark, since)),
     )
 
 
@@ -287,7 +287,7 @@ def small_lake(spark: Any, tmp_path: Path) -> Iterator[list[Snapshot]]:
     from scale.lake import create_tables, land_snapshots
     from scale.silver import merge_snapshot
 
-    generate.generate(tmp_path / "sources", 30, runs=2, seed=3, sources=1)
+    generate.generate(tmp_path / "sources", 300, runs=2, seed=3, sources=1)
     use_catalog(spark, tmp_path / "warehouse", f"small_{uuid.uuid4().hex[:8]}")
     create_tables(spark)
     runs = find_snapshots([tmp_path / "sources"])
