@@ -30,6 +30,7 @@ OUTPUTS = {
     "sync_after_etl": "bench_sync-bbf3780-after-etl.txt",
     "extract_before_etl": "bench_extract-b04406d-before-etl.txt",
     "extract_after_etl": "bench_extract-bbf3780-after-etl.txt",
+    "scale": "bench_scale-3x100k.txt",
 }
 
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
@@ -158,10 +159,49 @@ def bench_footprint_figures(text: str) -> dict[str, str]:
     return dict(re.findall(r"^\s+(\S+) = (\S+)$", block, flags=re.MULTILINE))
 
 
+def bench_scale_figures(text: str) -> dict[str, str]:
+    """Keys ``run<N>.<stage>.<records|s|per_core|jvm|python>`` (stage ``bronze``,
+    ``silver.<source>``, ``gold``, ``publish``, ``total``), ``bytes.<layer>``,
+    ``data_mib.<layer>``, ``live_offers``, ``golden``,
+    ``changes.run<N>.<upserted|retired|percent>``, ``generate.s``, ``warehouse_mib``."""
+    figures: dict[str, str] = {}
+    run = 0
+    for line in text.splitlines():
+        if heading := re.match(r"## run (\d+)$", line):
+            run = int(heading.group(1))
+        if generated := re.match(rf"generated .*: ({NUMBER}) s ", line):
+            figures["generate.s"] = generated.group(1)
+        cells = table_rows(line) if line.startswith("|") else []
+        if len(cells) == 6 and run and re.fullmatch(NUMBER, cells[1]):
+            stage = re.sub(r"^silver (\w+) run \d+$", r"silver.\1", cells[0])
+            stage = "total" if "total" in stage else stage
+            for name, cell in zip(("records", "s", "per_core"), cells[1:4], strict=True):
+                figures[f"run{run}.{stage}.{name}"] = cell
+            if cells[4]:
+                figures[f"run{run}.{stage}.jvm"] = first_number(cells[4])
+                figures[f"run{run}.{stage}.python"] = first_number(cells[5])
+        elif len(cells) == 4 and cells[0].endswith((".snapshots", ".offers", ".products")):
+            layer = cells[0].split(".")[0]
+            figures[f"bytes.{layer}"] = cells[3]
+            figures[f"data_mib.{layer}"] = first_number(cells[1])
+        if counts := re.match(rf"live offers ({NUMBER}); active golden products ({NUMBER})", line):
+            figures["live_offers"], figures["golden"] = counts.groups()
+        if change := re.match(
+            rf"run (\d): ({NUMBER}) upserted, ({NUMBER}) retired \(({NUMBER})%", line
+        ):
+            key = f"changes.run{change.group(1)}"
+            figures[f"{key}.upserted"], figures[f"{key}.retired"] = change.group(2, 3)
+            figures[f"{key}.percent"] = change.group(4)
+        if disk := re.match(rf"warehouse on disk .*: ({NUMBER}) MiB", line):
+            figures["warehouse_mib"] = disk.group(1)
+    return figures
+
+
 PARSERS: dict[str, Callable[[str], dict[str, str]]] = {
     "bench_sync": bench_sync_figures,
     "bench_extract": bench_extract_figures,
     "bench_footprint": bench_footprint_figures,
+    "bench_scale": bench_scale_figures,
 }
 
 
