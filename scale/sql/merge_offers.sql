@@ -13,8 +13,8 @@
 --   op = 'retire': live stored offers of :source_id that the snapshot lacks, and only when the
 --                  snapshot is complete: an incomplete snapshot retires nothing.
 -- Retirements arrive as rows of the source, not as WHEN NOT MATCHED BY SOURCE: with unchanged
--- offers filtered out, "not in the source" no longer means "not in the snapshot", and a NOT
--- MATCHED BY SOURCE clause makes Iceberg rewrite every data file of the table.
+-- offers filtered out, "not in the source" no longer means "not in the snapshot", and that
+-- clause joins every row of the table (copy-on-write, it rewrites every data file of it).
 MERGE INTO silver.offers AS t
 USING offer_changes AS s
 ON t.source_id = :source_id AND t.source_id = s.source_id AND t.source_key = s.source_key
