@@ -30,6 +30,8 @@ OUTPUTS = {
     "sync_after_etl": "bench_sync-bbf3780-after-etl.txt",
     "extract_before_etl": "bench_extract-b04406d-before-etl.txt",
     "extract_after_etl": "bench_extract-bbf3780-after-etl.txt",
+    "sync_before_drift": "bench_sync-2d4d540-before-drift.txt",
+    "sync_drift": "bench_sync-cb04958-drift.txt",
     "scale": "bench_scale-3x100k.txt",
 }
 
@@ -54,6 +56,11 @@ APPROACHES = {
     "production sync, in-process source": "sync",
     "naive ORM upsert, commit per product": "naive",
     "production sync end to end (HTTP, page size 100)": "e2e",
+    "production sync, an unknown field on every product (kept in extras)": "extra",
+}
+INFO_LINES = {  # bench_sync's "info" lines, per scenario
+    "end to end ÷ in-process": "e2e",
+    "an unknown field on every product ÷ none": "extra",
 }
 TARGETS = {
     "initial load throughput ÷ COPY limit throughput": "copy_fraction",
@@ -90,7 +97,7 @@ def table_rows(line: str) -> list[str]:
 
 def bench_sync_figures(text: str) -> dict[str, str]:
     """Keys ``<approach>.<scenario>.<s|range|products|rows|written|ratio>@<n>``,
-    ``target.<name>@<n>``, ``info.e2e.<scenario>@<n>``, ``memory.<scenario>@<n>``."""
+    ``target.<name>@<n>``, ``info.<e2e|extra>.<scenario>@<n>``, ``memory.<scenario>@<n>``."""
     figures: dict[str, str] = {}
     n = 0
     memory = False
@@ -120,9 +127,10 @@ def bench_sync_figures(text: str) -> dict[str, str]:
         target = re.match(TARGET_LINE, line)
         if target and target.group(1) in TARGETS:
             add_range(figures, f"target.{TARGETS[target.group(1)]}@{n}", target.group(2))
-        e2e = re.match(r"\s+info end to end ÷ in-process, (.+): (.+)$", line)
-        if e2e:
-            add_range(figures, f"info.e2e.{SCENARIOS[e2e.group(1)]}@{n}", e2e.group(2))
+        info = re.match(rf"\s+info ({'|'.join(INFO_LINES)}), (.+): (.+)$", line)
+        if info:
+            kind, scenario = INFO_LINES[info.group(1)], SCENARIOS[info.group(2)]
+            add_range(figures, f"info.{kind}.{scenario}@{n}", info.group(3))
     return figures
 
 
