@@ -4,8 +4,9 @@ Read top to bottom, this is the whole basic pipeline:
 
 1. **Paging** (``iter_products``): the first page announces the total; the next pages are asked
    for in order, each overlapping the previous one by one product, so a catalog that shifts
-   while we page is noticed. Paging stops at the announced total or at an empty page, and an
-   ``Extraction`` records whether the picture is complete.
+   while we page is noticed, and the products a shift made paging skip are re-read. Paging
+   stops at the end of the catalog, and an ``Extraction`` records whether the picture is
+   complete (no gap left).
 2. **Field mapping** (``transform_product``): one raw product becomes typed rows for the four
    catalog tables, or an ``InvalidProduct`` that names the field and what arrived. Decimals are
    never rounded, text is never trimmed, list order becomes ``position``.
@@ -24,7 +25,7 @@ loads from the repository's local server (``python -m tools.local_api --port 800
 from __future__ import annotations
 
 import argparse
-import itertools
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -78,6 +79,7 @@ from etl.runs import (
 )
 from etl.settings import (
     DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_REREADS,
     Settings,
     add_settings_arguments,
     configure_logging,
@@ -113,34 +115,55 @@ class Extraction:
     unidentified: int = 0  # products without a readable id: no stored product may be deleted
     duplicates: int = 0
     total_changes: int = 0
-    shifts: int = 0
+    shifts: int = 0  # page boundaries where the overlap showed the catalog had moved
+    rereads: int = 0  # requests spent re-reading what a shift made paging skip
+    unhealed: list[str] = field(default_factory=list)  # what no re-read could cover, and why
     finished: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        """True only if paging reached the end and saw exactly the announced total."""
+        """True only if every product that stayed in the source while paging was seen."""
         return self.incomplete_reason() is None
+
+    @property
+    def moved(self) -> bool:
+        """Whether the catalog was seen to change while paging (so counts cannot add up)."""
+        return bool(self.shifts or self.total_changes)
 
     def describe(self) -> str:
         """One line for a run summary: complete or not, and what paging met on the way."""
         reason = self.incomplete_reason()
         seen = f"{self.received} of {self.total} products in {self.pages} pages"
+        if self.moved:
+            seen = f"{self.received} products in {self.pages} pages ({self.total} announced last)"
         repeats = f", {self.duplicates} repeats dropped" if self.duplicates else ""
         unread = f", {self.unidentified} without a readable id" if self.unidentified else ""
-        if reason is None:
-            return f"complete, {seen}{repeats}{unread}"
-        return f"INCOMPLETE ({reason}), {seen}{unread}"
+        if reason is not None:
+            return f"INCOMPLETE ({reason}), {seen}{unread}"
+        moved = ""
+        if self.moved:
+            moved = (
+                f", the catalog moved while paging ({self.shifts} shift(s), "
+                f"{self.rereads} re-read(s))"
+            )
+        return f"complete, {seen}{repeats}{unread}{moved}"
 
     def incomplete_reason(self) -> str | None:
-        """Why the extraction cannot be trusted to be the whole catalog, or None."""
+        """Why the extraction cannot be trusted to hold every product of the catalog, or None.
+
+        On a catalog that moved, counts cannot add up (a product deleted after it was read is
+        seen and no longer counted); what proves the picture whole is that the pages and the
+        re-reads left no gap between them. On a still catalog, the count must match too.
+        """
         if not self.finished:
             return "paging did not reach the end"
-        if self.total_changes:
-            return f"the announced total changed {self.total_changes} time(s) while paging"
-        if self.shifts:
-            return f"the catalog shifted under the pages {self.shifts} time(s): {self.notes[0]}"
-        if self.received != self.total:
+        if self.unhealed:
+            return (
+                f"{len(self.unhealed)} gap(s) in the pages stayed unread after {self.rereads} "
+                f"re-read(s), first {self.unhealed[0]}"
+            )
+        if not self.moved and self.received != self.total:
             return f"saw {self.received} distinct products, the API announced {self.total}"
         return None
 
@@ -179,15 +202,24 @@ def page_plan(
     return ((skip - 1, page_size + 1) for skip in range(first, total, page_size))
 
 
-def plan_after(first: Page, page_size: int, max_pages: int) -> Iterator[tuple[int, int]]:
-    """The pages after ``first``. Fewer products than asked for, short of the total, means the
-    server caps its pages (many APIs do): later pages then ask for no more than that cap,
-    overlap included, instead of misreading every short page as a shifted catalog."""
+def page_step(first: Page, page_size: int) -> int:
+    """How many products each page after ``first`` moves on by. Fewer products than asked
+    for, short of the total, means the server caps its pages (many APIs do): later pages then
+    ask for no more than that cap, overlap included, instead of misreading every short page as
+    a shifted catalog."""
     returned = len(first.products)
     if page_size <= returned or first.total <= returned or returned < 2:
+        return page_size
+    return returned - 1
+
+
+def plan_after(first: Page, page_size: int, max_pages: int) -> Iterator[tuple[int, int]]:
+    """The pages after ``first``, planned from the total it announced."""
+    step = page_step(first, page_size)
+    if step == page_size:
         return page_plan(first.total, page_size, max_pages)
-    log.info("the API returns at most %d products a page; paging with that", returned)
-    return page_plan(first.total, returned - 1, max_pages, start=returned)
+    log.info("the API returns at most %d products a page; paging with that", step + 1)
+    return page_plan(first.total, step, max_pages, start=len(first.products))
 
 
 def iter_products(
@@ -197,61 +229,200 @@ def iter_products(
     *,
     concurrency: int = 1,
     max_pages: int = DEFAULT_MAX_PAGES,
+    max_rereads: int = DEFAULT_MAX_REREADS,
 ) -> Iterator[dict[str, Any]]:
     """Yield every product of ``/products`` in id order, a few pages in memory at a time.
 
     The first page announces the total; the other pages are fetched ``concurrency`` at a time
-    and yielded in order. A product whose id is not above the last one yielded is a repeat
-    (the catalog shifted forward) and is dropped. ``extraction`` records whether the picture
-    is complete: every page fetched, no shift seen between pages, the total never changed and
-    the products seen equal to it. Only then, and if every product had a readable id, may a
-    sync delete what it did not see.
+    and yielded in order, and more are asked for if the catalog grew past the plan. A product
+    whose id is not above the last one yielded is a repeat (the catalog shifted forward) and is
+    dropped. A page that starts above the last product seen means the catalog shifted back and
+    products may have been skipped: that range is re-read (at most ``max_rereads`` requests a
+    run) and its products yielded before the page's. ``extraction`` records whether the picture
+    is complete: paging reached the end and left no gap. Only then, and if every product had a
+    readable id, may a sync delete what it did not see.
     """
     state = extraction if extraction is not None else Extraction()
     first = client.fetch_page(0, page_size)
     state.total = first.total
-    rest = fetch_pages_in_order(client, plan_after(first, page_size, max_pages), concurrency)
+    step = page_step(first, page_size)
+    rereads = _Rereads(client, state, step, max_rereads)
     last_id = 0
-    for page in itertools.chain([first], rest):
+    for page in _pages(client, first, page_size, concurrency, max_pages):
         state.pages += 1
-        overlapping = page is not first
-        _check_page(state, page, last_id, overlapping)
+        gap = _check_page(state, page, last_id) if page is not first else None
         log.debug("page at skip=%d: %d products of %d", page.skip, len(page.products), page.total)
         if state.pages % LOG_EVERY_PAGES == 0:
             log.info("%d pages, %d of %d products", state.pages, state.received, state.total)
-        if not page.products:
-            break  # an empty page ends paging; _check_page noted it if it came too early
+        if gap is not None:
+            for product in rereads.fill(gap):
+                last_id = product["id"]
+                state.received += 1
+                yield product
         for index, product in enumerate(page.products):
             product_id = product.get("id") if isinstance(product, dict) else None
             if not is_product_id(product_id):
                 state.unidentified += 1  # yielded all the same: the run sets it aside, with why
             else:
                 if product_id <= last_id:
-                    expected_overlap = overlapping and index == 0 and product_id == last_id
+                    expected_overlap = page is not first and index == 0 and product_id == last_id
                     state.duplicates += 0 if expected_overlap else 1
                     continue
                 last_id = product_id
             state.received += 1
             yield product
+    if page.products and not reaches_end(page):
+        state.unhealed.append(f"the catalog grew past --max-pages {max_pages} while paging")
     state.finished = True
 
 
-def _check_page(state: Extraction, page: Page, last_id: int, overlapping: bool) -> None:
-    """Record a changed total, or a shift seen through the overlapping first product."""
+def _pages(
+    client: DummyJsonClient, first: Page, page_size: int, concurrency: int, max_pages: int
+) -> Iterator[Page]:
+    """The first page, then the planned ones, up to the first that reaches the catalog's end
+    (or comes back empty); then, if the catalog grew past the plan, more until one does."""
+    yield first
+    last, count = first, 1
+    planned = fetch_pages_in_order(client, plan_after(first, page_size, max_pages), concurrency)
+    with contextlib.closing(planned):
+        for last in planned:
+            count += 1
+            yield last
+            if reaches_end(last) or not last.products:
+                return
+    if reaches_end(last) or not last.products:
+        return
+    log.info("the catalog grew past the %d products announced first; reading on", first.total)
+    step = page_step(first, page_size)
+    while not reaches_end(last) and last.products and count < max_pages:
+        last = client.fetch_page(last.skip + len(last.products) - 1, step + 1)
+        count += 1
+        yield last
+
+
+def reaches_end(page: Page) -> bool:
+    """Whether a page holds the last product of the catalog as it stood when it was served."""
+    return page.skip + len(page.products) >= page.total
+
+
+def _check_page(state: Extraction, page: Page, last_id: int) -> Gap | None:
+    """Record a changed total, or a shift seen through the overlapping first product; return
+    the ids the shift may have made paging skip, if any."""
     if page.total != state.total:
         state.total_changes += 1
         state.notes.append(f"total changed from {state.total} to {page.total} at skip={page.skip}")
         state.total = page.total
-    if not overlapping:
-        return
-    head = page.products[0] if page.products else None
-    overlap = head.get("id") if isinstance(head, dict) else None
-    if overlap != last_id:
-        state.shifts += 1
-        state.notes.append(
-            f"catalog shifted while paging: at skip={page.skip} expected product {last_id} "
-            f"first, got {overlap}"
+    head = _first_id(page)
+    if head is not None and head[1] == last_id:
+        return None  # the overlap holds: no shift
+    if head is None and page.products:
+        return None  # no readable id to compare: the run already defers every deletion
+    if head is None and page.skip < page.total:
+        state.unhealed.append(
+            f"the page at skip={page.skip} came back empty, the API announced {page.total}"
         )
+        return None
+    # The catalog moved between two requests: a page that starts below the last product seen
+    # repeats products (dropped), one that starts above it may have skipped some.
+    gap = Gap(last_id, None, page.total) if head is None else Gap(last_id, head[1], page.skip)
+    state.shifts += 1
+    state.notes.append(
+        f"catalog shifted while paging: at skip={page.skip} expected product {last_id} "
+        f"first, got {'none' if head is None else head[1]}"
+    )
+    if gap.is_empty():
+        return None
+    log.info("the catalog shifted at skip=%d: re-reading %s", page.skip, gap)
+    return gap
+
+
+def _first_id(page: Page) -> tuple[int, int] | None:
+    """The position within the page and the id of its first product with a readable id."""
+    for index, product in enumerate(page.products):
+        product_id = product.get("id") if isinstance(product, dict) else None
+        if is_product_id(product_id):
+            return index, product_id
+    return None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Ids that paging may have skipped: above ``after`` and below ``before`` (None: up to the
+    end of the catalog); ``skip`` is where the page that re-reads it starts."""
+
+    after: int
+    before: int | None
+    skip: int
+    forwards: bool = False  # re-read from ``skip`` on, instead of the page ending at ``skip``
+
+    def __str__(self) -> str:
+        upper = "the end" if self.before is None else f"product {self.before}"
+        return f"the products after {self.after} and before {upper}"
+
+    def holds(self, product_id: int) -> bool:
+        """Whether ``product_id`` falls inside the gap."""
+        return self.after < product_id and (self.before is None or product_id < self.before)
+
+    def is_empty(self) -> bool:
+        """Whether no id fits between the two ends (consecutive ids)."""
+        return self.before is not None and self.before <= self.after + 1
+
+
+class _Rereads:
+    """Re-reads a shift's gap, a page at a time, within the run's budget of requests.
+
+    A page served at one instant holds every product between its first and its last: the gap
+    is read backwards from where its upper end stood, overlapping as paging does, until a page
+    reaches down to the last product seen before the shift; a part still open above a re-read
+    page (the catalog moved again) is read forwards from that page's last product.
+    """
+
+    def __init__(self, client: DummyJsonClient, state: Extraction, step: int, budget: int) -> None:
+        self.client = client
+        self.state = state
+        self.step = step
+        self.budget = budget
+
+    def fill(self, gap: Gap) -> list[dict[str, Any]]:
+        """The products found in ``gap``, in id order; what stays open is noted as unhealed."""
+        found: dict[int, dict[str, Any]] = {}
+        open_gaps = [gap]
+        while open_gaps:
+            piece = open_gaps.pop()
+            if self.state.rereads >= self.budget:
+                self.state.unhealed.append(
+                    f"{piece} (the catalog shifted; --max-rereads {self.budget} used up)"
+                )
+                continue
+            open_gaps.extend(self._reread(piece, found))
+        return [found[product_id] for product_id in sorted(found)]
+
+    def _reread(self, gap: Gap, found: dict[int, dict[str, Any]]) -> list[Gap]:
+        """Read one page for ``gap``, keep the products inside it; return what is still open."""
+        skip = gap.skip if gap.forwards else max(gap.skip - self.step, 0)
+        limit = self.step + 1 if gap.forwards else gap.skip - skip + 1
+        page = self.client.fetch_page(skip, limit)
+        self.state.rereads += 1
+        ids: list[int] = []
+        for product in page.products:
+            product_id = product.get("id") if isinstance(product, dict) else None
+            if not is_product_id(product_id):
+                self.state.unhealed.append(
+                    f"{gap}: the re-read at skip={skip} met a product without a readable id"
+                )
+                return []
+            ids.append(product_id)
+            if gap.holds(product_id):
+                found.setdefault(product_id, product)
+        if not ids:  # the catalog ended before ``skip``: read back from its new end
+            return [] if skip == 0 else [Gap(gap.after, gap.before, page.total)]
+        still_open = []
+        if skip > 0 and ids[0] > gap.after + 1:
+            still_open.append(Gap(gap.after, ids[0], skip))
+        above = Gap(ids[-1], gap.before, skip + len(ids) - 1, forwards=True)
+        if not reaches_end(page) and not above.is_empty():
+            still_open.append(above)
+        return still_open
 
 
 # --- 2. field mapping -------------------------------------------------------------------------
@@ -510,6 +681,7 @@ def run_full_refresh(settings: Settings, engine: Engine) -> tuple[RunStats, list
             extraction,
             concurrency=settings.concurrency,
             max_pages=settings.max_pages,
+            max_rereads=settings.max_rereads,
         )
         if settings.on_drift is not DriftPolicy.IGNORE:
             run.drift = DriftProfile(SOURCE_SHAPE)

@@ -11,10 +11,12 @@ One run, one transaction, in four steps (``sync_products`` below follows them in
    rows are written straight into the catalog tables, a changed product's into staging tables
    (PostgreSQL: ``COPY``; SQLite: batched inserts);
 3. under ``--on-drift refuse``, refuse a run that saw drift, changing nothing;
-   delete the products the API no longer has (children by cascade); an incomplete extraction
-   or a deletion larger than the allowed fraction refuses the run and nothing changes, and a
-   product that came without a readable id defers every deletion (the run ends ``partial``);
-   then settle the skus that changed hands (a claim stands if its owner let the sku go);
+   delete the products the API no longer has (children by cascade); a deletion larger than the
+   allowed fraction refuses the run and nothing changes. An extraction that stays incomplete
+   (the catalog moved under the pages and re-reading did not close the gap), or a product that
+   came without a readable id, defers every deletion: the run applies what it read and ends
+   ``partial`` (``--strict`` refuses an incomplete one instead). Then settle the skus that
+   changed hands (a claim stands if its owner let the sku go);
 4. merge staging into the catalog with set-based SQL (``INSERT ... ON CONFLICT DO UPDATE``, then
    the changed products' children replaced), and commit.
 
@@ -107,6 +109,7 @@ class SyncOptions:
     allow_mass_delete: bool = False
     max_delete_fraction: float = 0.10
     dry_run: bool = False
+    strict: bool = False  # refuse an incomplete extraction instead of applying it as partial
     batch_size: int = 1000
     lock_timeout: float = 30.0
     progress: bool = False
@@ -262,11 +265,15 @@ def _stale_products(
         report.deletion = "stale products: kept (--no-delete)"
         return []
     reason = extraction.incomplete_reason()
-    if reason:
-        raise SyncAborted(f"extraction incomplete, nothing deleted or changed: {reason}")
+    if reason and options.strict:
+        raise SyncAborted(f"extraction incomplete, nothing deleted or changed (--strict): {reason}")
     blocker = extraction.deletion_blocker()
     if blocker:
-        report.deferred = f"deletions deferred: {blocker}"
+        waiting = len(index.unseen_ids())
+        report.deferred = (
+            f"deletions deferred, {waiting} unseen stored product(s) wait for a complete run: "
+            f"{blocker}"
+        )
         report.deletion = f"stale products: none removed, {report.deferred}"
         return []
     stale = index.unseen_ids()
@@ -367,6 +374,7 @@ def run_sync(settings: Settings, engine: Engine, options: SyncOptions) -> SyncRe
                 extraction,
                 concurrency=settings.concurrency,
                 max_pages=settings.max_pages,
+                max_rereads=settings.max_rereads,
             ),
             extraction,
             options.progress,
@@ -444,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="report, then roll back")
     parser.add_argument("--no-delete", action="store_true", help="never remove stale products")
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a run whose extraction is incomplete (exit 1, nothing changed) instead of "
+        "applying what it read and deferring deletions (status partial)",
+    )
+    parser.add_argument(
         "--allow-mass-delete",
         action="store_true",
         help="allow removing more than --max-delete-fraction of the catalog",
@@ -493,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 allow_mass_delete=args.allow_mass_delete,
                 max_delete_fraction=args.max_delete_fraction,
                 dry_run=args.dry_run,
+                strict=args.strict,
                 lock_timeout=args.lock_timeout,
                 progress=sys.stderr.isatty(),
                 rebuild=args.rebuild,

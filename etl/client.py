@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -353,7 +353,7 @@ def _page_from_document(document: Any, skip: int) -> Page:
 
 def fetch_pages_in_order(
     client: DummyJsonClient, plan: Iterable[tuple[int, int]], concurrency: int
-) -> Iterator[Page]:
+) -> Generator[Page]:
     """Fetch the planned ``(skip, limit)`` pages, at most ``concurrency`` in flight, in order."""
     if concurrency <= 1:
         for skip, limit in plan:

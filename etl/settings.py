@@ -30,6 +30,9 @@ MAX_SECONDS = 86_400.0  # the longest timeout any setting accepts: a day
 # One response may be this large once decompressed: a page of 100 products is about 200 KB, and
 # the whole of DummyJSON's catalog in one answer (limit=0) well under 1 MB.
 DEFAULT_MAX_RESPONSE_MB = 256
+# Requests a run may spend re-reading the products a shifting catalog made paging skip (one
+# shift needs one re-read unless the catalog moves by more than a page between two requests).
+DEFAULT_MAX_REREADS = 100
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Settings:
     max_run_seconds: float = 0.0  # 0: no run deadline
     max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
     on_drift: DriftPolicy = DriftPolicy.KEEP
+    max_rereads: int = DEFAULT_MAX_REREADS
     verbose: bool = False
 
 
@@ -67,6 +71,7 @@ _SETTING_SOURCES: tuple[tuple[str, str, type], ...] = (
     ("max_run_seconds", "MAX_RUN_SECONDS", float),
     ("max_response_mb", "HTTP_MAX_RESPONSE_MB", float),
     ("on_drift", "ON_DRIFT", DriftPolicy),
+    ("max_rereads", "MAX_REREADS", int),
 )
 
 
@@ -123,6 +128,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "fields in products.extras), refuse (record it, exit 1, change nothing) or ignore "
         "(env ON_DRIFT; default keep)",
     )
+    parser.add_argument(
+        "--max-rereads",
+        help="requests a run may spend re-reading what a shifting catalog made paging skip; "
+        f"0 = never (env MAX_REREADS; default {DEFAULT_MAX_REREADS})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every page")
 
 
@@ -171,6 +181,7 @@ def _validate_settings(settings: Settings) -> None:
     name = "--max-run-seconds / MAX_RUN_SECONDS"
     check_range(name, settings.max_run_seconds, 0, 30 * MAX_SECONDS, low_open=False)
     check_range("--max-response-mb / HTTP_MAX_RESPONSE_MB", settings.max_response_mb, 0, 65_536)
+    check_range("--max-rereads / MAX_REREADS", settings.max_rereads, 0, 10**6)
 
 
 def check_range(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,26 @@ def run_pipeline(api: FakeDummyJson, database_url: str, *extra: str) -> int:
 def runs(engine: Engine) -> list[PipelineRun]:
     with Session(engine) as session:
         return list(session.scalars(select(PipelineRun).order_by(PipelineRun.id)))
+
+
+def deleting(*product_ids: int) -> Callable[[Catalog], None]:
+    """A catalog change: these products go."""
+
+    def delete(catalog: Catalog) -> None:
+        for product_id in product_ids:
+            catalog.delete(product_id)
+
+    return delete
+
+
+def adding(count: int) -> Callable[[Catalog], None]:
+    """A catalog change: ``count`` new products at the end."""
+
+    def add(catalog: Catalog) -> None:
+        for _ in range(count):
+            catalog.add()
+
+    return add
 
 
 # --- paging rule ------------------------------------------------------------------------------
@@ -92,7 +113,7 @@ def test_iter_products_fetches_pages_in_parallel_and_yields_them_in_order(
     assert in_flight >= 6  # eight workers; a few may already have been answered
 
 
-def test_a_deletion_before_the_next_page_is_caught_by_the_overlap_and_marks_it_incomplete(
+def test_a_deletion_before_the_next_page_is_seen_through_the_overlap_and_loses_nothing(
     api: FakeDummyJson,
 ) -> None:
     # Deleting product 10 shifts every later product one offset back: product 51 moves to
@@ -101,10 +122,10 @@ def test_a_deletion_before_the_next_page_is_caught_by_the_overlap_and_marks_it_i
     extraction = Extraction()
     with DummyJsonClient(api.url) as client:
         ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
-    assert 51 in ids
-    assert len(ids) == len(set(ids)) == 120
-    assert not extraction.complete
+    assert ids == list(range(1, 121))
     assert extraction.shifts == 1
+    assert extraction.rereads == 0  # no id fits between 50 and 51: nothing to re-read
+    assert extraction.complete
 
 
 def test_a_deletion_and_an_insertion_that_cancel_out_are_still_caught(api: FakeDummyJson) -> None:
@@ -120,9 +141,82 @@ def test_a_deletion_and_an_insertion_that_cancel_out_are_still_caught(api: FakeD
     # (50 + 70 seen, 120 announced) would match: counting alone cannot see this shift.
     assert extraction.total == 120
     assert extraction.total_changes == 0
-    assert 51 in ids
+    assert extraction.shifts == 1
+    assert ids == list(range(1, 122))
+    assert extraction.complete
+
+
+def test_two_deletions_before_the_next_page_are_healed_by_re_reading_the_gap(
+    api: FakeDummyJson,
+) -> None:
+    # Products 50, 51 and 52 move back to offsets 47, 48 and 49: the second page starts at 52,
+    # and 51 (between the last product seen and the page's first) would be skipped.
+    api.on_list_request(49, deleting(10, 11))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    assert ids == list(range(1, 121))  # every product, in id order, once
+    assert extraction.shifts == 1
+    assert extraction.rereads == 1
+    assert [(r.query["skip"], r.query["limit"]) for r in api.list_requests()] == [
+        ("0", "50"),
+        ("49", "51"),
+        ("0", "50"),  # the re-read: the page that ends where product 52 stood
+        ("99", "51"),
+    ]
+    assert extraction.complete
+
+
+def test_a_shift_larger_than_a_page_is_re_read_backwards_a_page_at_a_time(
+    fake_api: Any,
+) -> None:
+    api = fake_api(products=200)
+    api.on_list_request(119, deleting(*range(3, 48)))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=20, extraction=extraction)]
+    assert ids == list(range(1, 201))
+    assert extraction.rereads == 3  # 45 products moved back: three pages of 20 to read back
+    assert extraction.complete
+
+
+def test_a_gap_left_when_the_re_reads_are_used_up_makes_the_extraction_incomplete(
+    api: FakeDummyJson,
+) -> None:
+    api.on_list_request(49, deleting(10, 11))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        products = iter_products(client, page_size=50, extraction=extraction, max_rereads=0)
+        ids = [p["id"] for p in products]
+    assert 51 not in ids
     assert not extraction.complete
-    assert "shifted" in (extraction.incomplete_reason() or "")
+    reason = extraction.incomplete_reason() or ""
+    assert "the products after 50 and before product 52" in reason
+    assert "--max-rereads 0 used up" in reason
+
+
+def test_a_catalog_that_grows_past_the_plan_is_read_to_its_new_end(api: FakeDummyJson) -> None:
+    api.on_list_request(49, adding(60))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    assert ids == list(range(1, 181))
+    assert [r.query["skip"] for r in api.list_requests()] == ["0", "49", "99", "149"]
+    assert extraction.complete
+
+
+def test_a_catalog_that_shrinks_under_the_last_page_is_re_read_from_its_new_end(
+    api: FakeDummyJson,
+) -> None:
+    # The third page (skip 99) finds the catalog ended at 80 products: products 100..120
+    # moved back behind it and are read from the new end.
+    api.on_list_request(99, deleting(*range(2, 42)))
+    extraction = Extraction()
+    with DummyJsonClient(api.url) as client:
+        ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
+    assert ids == list(range(1, 121))
+    assert extraction.rereads >= 1
+    assert extraction.complete
 
 
 def test_iter_products_drops_a_product_served_twice_when_an_insertion_shifts_pages_forward(
@@ -137,8 +231,8 @@ def test_iter_products_drops_a_product_served_twice_when_an_insertion_shifts_pag
         ids = [p["id"] for p in iter_products(client, page_size=50, extraction=extraction)]
     assert len(ids) == len(set(ids))  # 50 and 51 are served again on page two, yielded once
     assert extraction.duplicates == 2
-    assert 10 not in ids  # inserted behind the pages already read
-    assert not extraction.complete
+    assert 10 not in ids  # inserted behind the pages already read: the next run sees it
+    assert extraction.complete  # every product that was there all along was seen
 
 
 # --- validation and transform -----------------------------------------------------------------
@@ -376,15 +470,24 @@ def test_transient_errors_and_truncated_bodies_are_retried_to_the_full_catalog(
     assert database_catalog(engine) == served_catalog(api.url)
 
 
-def test_a_catalog_change_while_paging_fails_the_refresh_and_keeps_the_old_catalog(
+def test_a_shift_the_re_reads_cannot_heal_fails_the_refresh_and_keeps_the_old_catalog(
     api: FakeDummyJson, database_url: str, engine: Engine
 ) -> None:
     assert run_pipeline(api, database_url) == 0
     before = database_catalog(engine)
-    api.on_list_request(49, lambda catalog: catalog.delete(10))
-    assert run_pipeline(api, database_url) == 1
+    api.on_list_request(49, deleting(10, 11))
+    assert run_pipeline(api, database_url, "--max-rereads", "0") == 1
     assert database_catalog(engine) == before
     assert "extraction incomplete" in (runs(engine)[-1].error or "")
+
+
+def test_a_shift_healed_by_re_reading_lets_the_refresh_load_every_product(
+    api: FakeDummyJson, database_url: str, engine: Engine
+) -> None:
+    api.on_list_request(49, deleting(10, 11))
+    assert run_pipeline(api, database_url) == 0
+    # Products 10 and 11 were read before they went: the refresh loads what it saw.
+    assert sorted(database_catalog(engine)) == list(range(1, 121))
 
 
 def test_an_unreachable_api_fails_in_one_line_without_a_traceback(

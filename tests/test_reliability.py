@@ -26,7 +26,7 @@ import production_pipeline
 from benchmarks import chaos
 from models import Base, PipelineRun, create_schema, make_engine
 from tools.catalog_state import database_catalog, served_catalog
-from tools.local_api import Catalog, FakeDummyJson, Fault, make_product
+from tools.local_api import FakeDummyJson, Fault, make_product
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5"]
@@ -125,18 +125,9 @@ def _fail_page(fault: Fault) -> Inject:
     return lambda api: api.add_fault(fault)
 
 
-def _while_paging(change: Callable[[Catalog], None]) -> Inject:
-    return lambda api: api.on_list_request(59, change)
-
-
 def _shrink_by_half(api: FakeDummyJson) -> None:
     for product_id in range(21, 81):
         api.catalog.delete(product_id)
-
-
-def _shift(catalog: Catalog) -> None:
-    catalog.delete(5)  # already read: later pages move back by one...
-    catalog.add()  # ...and the total stays the same
 
 
 FAILURES: dict[str, tuple[Inject, str, str]] = {
@@ -162,12 +153,6 @@ FAILURES: dict[str, tuple[Inject, str, str]] = {
         "failed",
         "broke off",
     ),  # run with --read-timeout 0.5
-    "a product removed while paging": (
-        _while_paging(lambda catalog: catalog.delete(100)),
-        "refused",
-        "total changed",
-    ),
-    "a shift that keeps the total": (_while_paging(_shift), "refused", "shifted"),
     "a source shrunk by half": (_shrink_by_half, "refused", "refusing to delete"),
 }
 
