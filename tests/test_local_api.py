@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from tools.local_api import Catalog, FakeDummyJson, Fault, make_product
+from tests.cli import exit_status
+from tools.local_api import Catalog, FakeDummyJson, Fault, main, make_product
 
 TIMEOUT = 5
 ISO_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -649,3 +650,39 @@ def test_command_line_serves_until_interrupted() -> None:
         assert process.wait(timeout=TIMEOUT) == 0
     finally:
         process.kill()
+
+
+def test_busy_mode_deletes_products_already_served_and_appends_new_ones(
+    api: FakeDummyJson,
+) -> None:
+    api.busy(every=2, changes=3, seed=1)
+    first = get(api, "/products", skip=0, limit=50).json()  # request 1: no move yet
+    second = get(api, "/products", skip=49, limit=51).json()  # request 2: the catalog moves
+
+    assert first["total"] == 194
+    assert second["total"] == 194  # three deleted, three appended
+    assert api.busy_moves() == 1
+    ids = api.catalog.ids()
+    gone = set(range(1, 195)) - set(ids)
+    assert ids[-3:] == [195, 196, 197]
+    assert second["products"][0]["id"] == 53  # the page shifted by the three deletions
+    assert len(gone) == 3 and max(gone) < 53  # deleted among the products before the offset
+    api.busy(0)
+    get(api, "/products", skip=0)
+    assert len(api.catalog) == 194 and api.busy_moves() == 0
+
+
+def test_busy_mode_draws_its_moves_from_its_seed() -> None:
+    def gone_after_paging(seed: int) -> set[int]:
+        with FakeDummyJson(products=100) as server:
+            server.busy(every=1, changes=2, seed=seed)
+            for skip in range(0, 100, 20):
+                get(server, "/products", skip=skip, limit=20)
+            return set(range(1, 101)) - set(server.catalog.ids())
+
+    assert gone_after_paging(5) == gone_after_paging(5)
+    assert gone_after_paging(5) != gone_after_paging(6)
+
+
+def test_the_command_line_refuses_a_negative_busy_rate() -> None:
+    assert exit_status(main, ["--port", "0", "--busy", "-1"]) == 2

@@ -5,7 +5,9 @@ serves the same protocol (documented at https://dummyjson.com/docs/products) fro
 HTTP server on 127.0.0.1: paging with `limit`/`skip`
 (the response's `limit` echoes the count returned, `limit=0` returns everything), `select`,
 `sortBy`/`order`, `delay`, single products, the non-persisting writes, the 301 on a trailing slash,
-the HTML 404 page, rate-limit headers and an optional 429 rate limit.
+the HTML 404 page, rate-limit headers and an optional 429 rate limit. A "busy" mode moves the
+catalog while clients page, as a marketplace's does: every N list requests it deletes products
+already served and appends new ones.
 
 Products are synthetic but imitate the real catalog's quirks (absent `brand`, integer prices, money
 that float32 would round, barcodes with leading zeros, repeated titles, a reviewer twice on one
@@ -21,6 +23,7 @@ In tests::
 As an offline demo (serves until Ctrl-C and logs its URL)::
 
     python -m tools.local_api --port 8000 --products 500 [--seed 0] [--latency-ms 0] [--rate-limit]
+                              [--busy N] [--busy-changes 2]
 """
 
 from __future__ import annotations
@@ -578,6 +581,11 @@ class Catalog:
             stop = len(self._ids) if limit <= 0 else start + limit
             return [self._encoded(pid) for pid in self._ids[start:stop]], len(self._ids)
 
+    def id_at(self, position: int) -> int | None:
+        """The id at a position of the catalog, or None past its end."""
+        with self._lock:
+            return self._ids[position] if 0 <= position < len(self._ids) else None
+
     def put(self, product: dict[str, Any], *, at_id: int | None = None) -> None:
         """Insert or replace `product["id"]` with raw content, stored verbatim (even invalid).
 
@@ -739,6 +747,32 @@ class _Chaos:
         return Fault("status", status=status, retry_after=retry_after)
 
 
+@dataclass
+class _Busy:
+    """A catalog that moves under its clients, drawn from one seeded generator."""
+
+    every: int  # list requests between two moves
+    changes: int  # products deleted, and products appended, at each move
+    rng: random.Random
+    requests: int = 0
+    moves: int = 0
+
+    def move(self, catalog: Catalog, skip: int) -> None:
+        """Every ``every``-th list request: delete ``changes`` products among those before
+        ``skip`` (the ones a client already read, whose removal shifts its next pages; anywhere
+        when ``skip`` is 0) and append as many new ones."""
+        self.requests += 1
+        if self.requests % self.every:
+            return
+        self.moves += 1
+        for _ in range(self.changes):
+            served = min(skip, len(catalog)) or len(catalog)
+            product_id = catalog.id_at(self.rng.randrange(served)) if served else None
+            if product_id is not None:
+                catalog.delete(product_id)
+            catalog.add()
+
+
 class _RateLimiter:
     """A fixed window per client address, like DummyJSON's 100 requests per 10 seconds."""
 
@@ -854,6 +888,7 @@ class FakeDummyJson:
         self._limiter = _RateLimiter(*rate_limit) if rate_limit else None
         self._faults: list[Fault] = []
         self._chaos: _Chaos | None = None
+        self._busy: _Busy | None = None
         self._callbacks: dict[int, list[Callable[[Catalog], None]]] = {}
         self._lock = threading.Lock()
         self._open_sockets: set[socket.socket] = set()
@@ -928,6 +963,19 @@ class FakeDummyJson:
                 self._chaos = None
             else:
                 self._chaos = _Chaos(rate, tuple(kinds), random.Random(seed), retry_after)
+
+    def busy(self, every: int, changes: int = 2, seed: int = 0) -> None:
+        """Move the catalog while clients page: every `every` list requests (0 = never),
+        delete `changes` products already served and append as many (see `_Busy.move`)."""
+        if every < 0 or changes < 1:
+            raise ValueError(f"busy needs every >= 0 and changes >= 1, got {every}, {changes}")
+        with self._lock:
+            self._busy = _Busy(every, changes, random.Random(seed)) if every else None
+
+    def busy_moves(self) -> int:
+        """How many times busy mode has moved the catalog."""
+        with self._lock:
+            return self._busy.moves if self._busy is not None else 0
 
     def on_list_request(self, skip: int, callback: Callable[[Catalog], None]) -> None:
         """Run `callback(catalog)` once, just before serving the first list request with `skip`."""
@@ -1082,9 +1130,12 @@ class FakeDummyJson:
         return _json(HTTPStatus.OK, updated)
 
     def _run_callbacks(self, skip: int) -> None:
-        """Fire, once, the callbacks waiting for the first list request with this skip."""
+        """Fire, once, the callbacks waiting for the first list request with this skip; move a
+        busy catalog."""
         with self._lock:
             callbacks = self._callbacks.pop(skip, [])
+            if self._busy is not None:
+                self._busy.move(self.catalog, skip)
         for callback in callbacks:
             callback(self.catalog)
 
@@ -1272,9 +1323,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             help=(f"{meaning} field" if meaning else "serve a field with another JSON type")
             + ' (repeatable; "color", "meta.batch", "reviews[].likes")',
         )
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="move the catalog every N list requests: delete products already served, append "
+        "new ones (default 0 = a still catalog)",
+    )
+    parser.add_argument(
+        "--busy-changes",
+        type=int,
+        default=2,
+        help="products deleted and appended at each move (default 2)",
+    )
     args = parser.parse_args(argv)
     if args.products < 0:
         parser.error("--products must be 0 or more")
+    if args.busy < 0 or args.busy_changes < 1:
+        parser.error("--busy must be 0 or more and --busy-changes at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = FakeDummyJson(
         products=args.products,
@@ -1287,6 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.catalog.evolve(
         SchemaChange(tuple(args.add_field), tuple(args.drop_field), tuple(args.retype_field))
     )
+    server.busy(args.busy, args.busy_changes, seed=args.seed)
     try:
         server.start()
     except OSError as exc:
