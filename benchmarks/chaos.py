@@ -9,6 +9,9 @@ subprocess against a second server over the same catalog that injects a seeded m
   timeout, each on a random page and 1 to 3 times in a row (3 outlasts the retries);
 * a catalog change between two pages (products touched, deleted ahead, or deleted behind the
   cursor while one is added, the shift offset paging cannot see by counting);
+* a busy source (the "busy" trials): the server deletes products behind the client's offset and
+  appends new ones every 1 to 3 list requests, and the run may re-read 0, 2 or the default
+  number of times, so that some runs heal every shift and others end ``partial``;
 * SIGKILL at a random moment of the sync (a random log line, or a random delay after start);
 * hostile input (the "hostile" trials): products whose id cannot be read (deletions must
   wait), prices with float noise (rounded to the cent) or real sub-cent precision (set aside),
@@ -21,13 +24,16 @@ subprocess against a second server over the same catalog that injects a seeded m
 
 After the run the database is compared with the previous state and with the source. A product
 that changed while paging may be at either of its two versions (offset paging reads each page
-at a different moment); everything else must match exactly. Must-be-zero figures: valid products
-lost, inconsistent states (neither the previous catalog nor the source's), duplicate keys,
-orphaned child rows, false successes (exit 0 or a run recorded ``succeeded`` while the catalog is
-not the source's), unclean ends (a traceback, a hang, a failure without a one-line error or
-without its ``pipeline_runs`` record) and catalogs that a clean rerun does not bring back.
+at a different moment), and after a ``partial`` run a product the source dropped may still be
+at its previous row (its deletion waits); everything else must match exactly. Must-be-zero
+figures: valid products lost, inconsistent states (neither the previous catalog nor the
+source's), duplicate keys, orphaned child rows, false successes (exit 0 or a run recorded
+``succeeded`` while the catalog is not the source's), unclean ends (a traceback, a hang, a
+failure without a one-line error or without its ``pipeline_runs`` record) and catalogs that a
+clean rerun does not bring back.
 
     python -m benchmarks.chaos --trials 200 --database both --seed 1 [--products 200]
+                               [--category busy]
 
 Exit 0 only if every must-be-zero figure is zero. ``--trial N`` replays one trial of a seed.
 PostgreSQL comes from ``TEST_DATABASE_URL`` when set, else a throwaway ``pgserver``. The table is
@@ -42,6 +48,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -79,7 +86,10 @@ RUN_TIMEOUT = 90.0  # a run still alive after this is counted as hung
 HTTP_KINDS = ("500", "502", "503", "429", "truncate", "drop")
 CHANGE_KINDS = ("touch", "shift", "delete-ahead", "add", "delete-ahead-and-add")
 # Each trial has a primary fault so that even a few trials cover every kind.
-PRIMARY = ("http", "stall", "change", "sigkill", "dbcut", "storm", "hostile")
+PRIMARY = ("http", "stall", "change", "sigkill", "dbcut", "storm", "hostile", "busy")
+BUSY_EVERY = (1, 2, 3)  # list requests between two moves of a busy source
+BUSY_REREADS = (0, 2, None)  # --max-rereads of a busy trial's run (None: the default)
+HEALED = re.compile(r"extraction: complete, .*\d+ shift\(s\), [1-9]\d* re-read\(s\)")
 # Hostile products: what a product becomes ("sku-swap" takes two), and run-level hostility.
 HOSTILE_PRODUCTS = ("unreadable-id", "float-noise", "sub-cent", "sku-swap")
 HOSTILE_RUNS = ("none", "none", "huge-total", "trickle", "SIGINT", "SIGTERM")
@@ -103,6 +113,7 @@ FAULT_LABELS = (
     ("drop", "dropped connection"),
     ("stall", "stall beyond the read timeout"),
     ("change", "catalog change between pages"),
+    ("busy", "busy source: catalog moves while paging"),
     ("sigkill", "SIGKILL at a random moment"),
     ("dbcut", "database connection cut mid-write"),
     ("unreadable-id", "product without a readable id"),
@@ -144,6 +155,12 @@ class Plan:
     kill_moment: str = ""  # a log needle, or "after:<seconds>"
     hostile: list[tuple[str, int]] = field(default_factory=list)  # (kind, product id)
     hostile_run: str = "none"  # "huge-total" | "trickle" | "SIGINT" | "SIGTERM" | "none"
+    busy: tuple[int, int] | None = None  # (list requests between moves, products per move)
+    max_rereads: int | None = None  # the run's --max-rereads (None: the default)
+
+    def sync_flags(self) -> list[str]:
+        """The flags the plan adds to the faulty run."""
+        return [] if self.max_rereads is None else ["--max-rereads", str(self.max_rereads)]
 
     def describe(self) -> str:
         parts = [f"primary={self.primary}", f"concurrency={self.concurrency}"]
@@ -160,6 +177,10 @@ class Plan:
             parts.append("hostile=" + ",".join(f"{kind}:{pid}" for kind, pid in self.hostile))
         if self.hostile_run != "none":
             parts.append(f"hostile-run={self.hostile_run}")
+        if self.busy:
+            parts.append(f"busy=every {self.busy[0]}, {self.busy[1]} a move")
+        if self.max_rereads is not None:
+            parts.append(f"max-rereads={self.max_rereads}")
         return " ".join(parts)
 
 
@@ -211,9 +232,18 @@ def make_plan(rng: random.Random, trial: int, products: int, pages: int) -> Plan
             plan.touch = [ids[n_delete]]
         if plan.kill_moment == "writing" and not plan.add:
             plan.add = 1  # a new product: its rows are copied into the catalog while paging
-    if primary == "hostile":
-        _plan_hostility(plan, rng, ids[n_delete + n_touch :], pages)
+    _plan_category(plan, rng, ids[n_delete + n_touch :], pages)
     return plan
+
+
+def _plan_category(plan: Plan, rng: random.Random, spare: list[int], pages: int) -> None:
+    """What only the hostile and the busy trials do. A busy trial's source moves under the run,
+    and its run may spend a few re-reads on it, or none."""
+    if plan.primary == "hostile":
+        _plan_hostility(plan, rng, spare, pages)
+    elif plan.primary == "busy":
+        plan.busy = (rng.choice(BUSY_EVERY), rng.choice((1, 2)))
+        plan.max_rereads = rng.choice(BUSY_REREADS)
 
 
 def _plan_hostility(plan: Plan, rng: random.Random, spare: list[int], pages: int) -> None:
@@ -523,8 +553,10 @@ def run_faulty_sync(
         fired: list[str] = []
         _arm_change(api, skips, plan, random.Random(rng.random()), fired)
         lock = _RowLock(db, plan) if plan.kill == "dbcut" and db.application_name else None
+        if plan.busy is not None:
+            api.busy(*plan.busy, seed=rng.randrange(1_000_000))
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and script)
-            command(api.url, db.sync_url, plan.concurrency),
+            [*command(api.url, db.sync_url, plan.concurrency), *plan.sync_flags()],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -546,6 +578,7 @@ def run_faulty_sync(
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=30)
         result.output = output.finish()
+        result.injected["busy"] += api.busy_moves()
     for kind, times, fault in faults:
         result.injected[kind] += times - max(fault.times, 0)
     result.injected["change"] += len(fired)
@@ -645,15 +678,26 @@ class _RowLock:
 # --- the invariants ----------------------------------------------------------------------------
 
 
-def matches_source(db: dict[int, Any], start: dict[int, Any], end: dict[int, Any]) -> bool:
+def matches_source(
+    db: dict[int, Any],
+    start: dict[int, Any],
+    end: dict[int, Any],
+    deferred: dict[int, Any] | None = None,
+) -> bool:
     """The catalog is the source's: every product at its version before or after the run.
 
     A product changed while paging may legitimately be at either version; any other product has
-    one version and must match it exactly. Absent counts as a version.
+    one version and must match it exactly. Absent counts as a version. ``deferred`` is the
+    catalog before a run that deferred its deletions: a product in it may also be at its
+    previous row, and may not be absent (nothing was deleted).
     """
-    return all(
-        db.get(pid) in (start.get(pid), end.get(pid)) for pid in set(db) | set(start) | set(end)
-    )
+    for pid in set(db) | set(start) | set(end):
+        versions = [start.get(pid), end.get(pid)]
+        if deferred is not None and pid in deferred:
+            versions = [v for v in (*versions, deferred[pid]) if v is not None]
+        if db.get(pid) not in versions:
+            return False
+    return deferred is None or set(deferred) <= set(db)
 
 
 def bad_ids(plan: Plan) -> set[int]:
@@ -679,14 +723,16 @@ def matches_hostile(
     start: dict[int, Any],
     end: dict[int, Any],
     plan: Plan,
+    partial: bool = False,
 ) -> bool:
     """The catalog is what a sync of a hostile source must leave: the source's, except that a
     product served without a readable id or with sub-cent money keeps its previous row, and,
-    when an id could not be read, every deletion waits (the deleted products are still there).
-    Float noise is compared rounded, as the sync stores it (``served_as_stored``).
+    when an id could not be read (or the run was otherwise ``partial``), every deletion waits
+    (the deleted products are still there). Float noise is compared rounded, as the sync
+    stores it (``served_as_stored``).
     """
     bad = bad_ids(plan)
-    deferred = any(kind == "unreadable-id" for kind, _ in plan.hostile)
+    deferred = partial or any(kind == "unreadable-id" for kind, _ in plan.hostile)
     for pid in set(db) | set(start) | set(end) | set(previous):
         if pid in bad or (deferred and pid in previous and pid not in start and pid not in end):
             if db.get(pid) != previous.get(pid):
@@ -694,6 +740,20 @@ def matches_hostile(
         elif db.get(pid) not in (start.get(pid), end.get(pid)):
             return False
     return True
+
+
+def _is_source(
+    db: dict[int, Any],
+    previous: dict[int, Any],
+    start: dict[int, Any],
+    end: dict[int, Any],
+    plan: Plan,
+    partial: bool = False,
+) -> bool:
+    """Whether the catalog is the one a correct (``partial``: deletions deferred) sync leaves."""
+    if plan.hostile:
+        return matches_hostile(db, previous, start, end, plan, partial)
+    return matches_source(db, start, end, previous if partial else None)
 
 
 def duplicate_keys(engine: Engine) -> int:
@@ -807,12 +867,12 @@ def check_trial(
     """Check the invariants after the faulty run; count the outcome, return the figures."""
     after = database_catalog(db.engine)
     is_previous = after == previous
-    if plan.hostile:
-        is_source = matches_hostile(after, previous, start, end, plan)
-    else:
-        is_source = matches_source(after, start, end)
     run = last_run_after(db.engine, run_before)
     status = run.status if run is not None else None
+    is_source = _is_source(after, previous, start, end, plan)
+    # A partial run defers its deletions; a run killed after its commit may have been one.
+    if not is_source and (status == "partial" or result.killed):
+        is_source = _is_source(after, previous, start, end, plan, partial=True)
     figures = Counter[str]()
     kept = set(previous) & set(start) & set(end)
     figures["lost"] = len(kept - set(after))
@@ -840,6 +900,8 @@ def check_trial(
         tally.outcomes[
             "succeeded" if status == "succeeded" else "partial (deletions deferred)"
         ] += 1
+        healed = status == "succeeded" and HEALED.search(result.output) is not None
+        tally.outcomes["succeeded after re-reading a shift"] += int(healed)
     elif not unclean:
         tally.outcomes["failed cleanly"] += 1
         tally.reasons[_reason(result.output)] += 1
@@ -960,6 +1022,8 @@ def format_table(tally: Tally, seed: int, products: int) -> str:
         lines.append(f"  {shown:<42}{tally.faults[key]:>8}")
     lines.append("runs")
     lines.append(f"  {'succeeded':<42}{tally.outcomes['succeeded']:>8}")
+    healed = "succeeded after re-reading a shift"
+    lines.append(f"    {healed:<40}{tally.outcomes[healed]:>8}")
     partial = "partial (deletions deferred)"
     lines.append(f"  {partial:<42}{tally.outcomes[partial]:>8}")
     lines.append(f"  {'failed or stopped cleanly (one line, recorded)':<46}")
@@ -979,6 +1043,12 @@ def format_table(tally: Tally, seed: int, products: int) -> str:
     return "\n".join(lines)
 
 
+def category_trials(category: str, trials: int) -> list[int]:
+    """The numbers of the first ``trials`` trials whose primary fault is ``category``."""
+    first = PRIMARY.index(category)
+    return [first + n * len(PRIMARY) for n in range(trials)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the campaign; 0 only if every must-be-zero figure is zero on every database."""
     parser = argparse.ArgumentParser(
@@ -995,10 +1065,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--trial", type=int, action="append", help="replay only this trial (repeatable)"
     )
+    parser.add_argument(
+        "--category",
+        choices=PRIMARY,
+        help="run only the trials of this primary fault (the first --trials of them)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per trial")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.products < 40:
         parser.error("--trials must be at least 1 and --products at least 40")
+    if args.category and not args.trial:
+        args.trial = category_trials(args.category, args.trials)
 
     kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1019,8 +1096,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             table = format_table(tally, args.seed, args.products)
             print(table, flush=True)
-            if not args.trial:
-                (RESULTS / f"chaos-{kind}.txt").write_text(table + "\n", encoding="utf-8")
+            if args.category or not args.trial:
+                name = f"chaos-{kind}{f'-{args.category}' if args.category else ''}.txt"
+                (RESULTS / name).write_text(table + "\n", encoding="utf-8")
             clean = clean and tally.clean
     return 0 if clean else 1
 

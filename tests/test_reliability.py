@@ -80,6 +80,22 @@ def test_a_seeded_fault_campaign_loses_nothing_and_reports_no_false_success(
     assert sum(tally.faults[kind] for kind in chaos.HOSTILE_PRODUCTS) > 0
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_busy_trials_of_the_campaign_lose_nothing_while_the_catalog_moves(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("postgres_server_url") if database == "postgresql" else None
+    trials = chaos.category_trials("busy", 3)
+    tally = chaos.run_campaign(
+        database, 3, seed=1, products=100, postgres_server_url=server, only=trials, progress=None
+    )
+
+    assert tally.trials == 3
+    assert tally.clean, chaos.format_table(tally, 1, 100)
+    assert tally.faults["busy"] > 0
+    assert tally.outcomes["partial (deletions deferred)"] + tally.outcomes["succeeded"] > 0
+
+
 def _lossy_sync(api_url: str, database_url: str, concurrency: int) -> list[str]:
     """A broken "sync" for the campaign's self-test: deletes half the catalog, says success."""
     script = (
