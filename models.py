@@ -12,6 +12,9 @@ Four catalog tables hold what DummyJSON's ``/products`` serves, normalised:
 Fields the mapping does not know yet are kept with their product in ``products.extras`` (JSON;
 ``JSONB`` on PostgreSQL), so a field the API adds is queryable the day it appears.
 
+``product_versions`` keeps every version of every product, deleted ones included, so that a
+product can be shown as of any instant (a type-2 slowly changing dimension).
+
 Three bookkeeping tables belong to the pipelines: ``pipeline_runs`` (one row per run),
 ``rejected_records`` (each product a run set aside, with the reason and the raw payload) and
 ``source_drift`` (each field a run saw appear, vanish or change type).
@@ -52,6 +55,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -297,6 +301,70 @@ class SourceDrift(Base):
 
     def __repr__(self) -> str:
         return f"SourceDrift(run_id={self.run_id!r}, change={self.change!r}, field={self.field!r})"
+
+
+class ProductVersion(Base):
+    """One version of a product, whole: its columns, and its tags, images and reviews as they
+    were (JSON), valid from ``valid_from`` until ``valid_to`` (NULL: the current version).
+
+    A type-2 slowly changing dimension: the sync that inserts or changes a product closes its
+    current version and opens a new one at the run's instant; the sync that deletes it closes
+    it. Versions are never removed, and no product row references them: history outlives the
+    product. ``(product_id, valid_from)`` is the key and the as-of lookup's index.
+    """
+
+    __tablename__ = "product_versions"
+    __table_args__ = (
+        # At most one current version per product: a second would be a history that forks.
+        Index(
+            "ix_product_versions_current",
+            "product_id",
+            unique=True,
+            sqlite_where=text("valid_to IS NULL"),
+            postgresql_where=text("valid_to IS NULL"),
+        ),
+    )
+
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    valid_from: Mapped[dt.datetime] = mapped_column(UtcDateTime, primary_key=True)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id"))
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(100))
+    price: Mapped[Decimal] = mapped_column(MONEY)
+    discount_percentage: Mapped[Decimal | None] = mapped_column(PERCENT)
+    rating: Mapped[Decimal | None] = mapped_column(RATING)
+    stock: Mapped[int | None] = mapped_column(Integer)
+    brand: Mapped[str | None] = mapped_column(String(200))
+    sku: Mapped[str | None] = mapped_column(String(100))
+    weight: Mapped[Decimal | None] = mapped_column(MEASURE)
+    width: Mapped[Decimal | None] = mapped_column(MEASURE)
+    height: Mapped[Decimal | None] = mapped_column(MEASURE)
+    depth: Mapped[Decimal | None] = mapped_column(MEASURE)
+    warranty_information: Mapped[str | None] = mapped_column(Text)
+    shipping_information: Mapped[str | None] = mapped_column(Text)
+    availability_status: Mapped[str | None] = mapped_column(String(50))
+    return_policy: Mapped[str | None] = mapped_column(Text)
+    minimum_order_quantity: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    barcode: Mapped[str | None] = mapped_column(String(64))
+    qr_code: Mapped[str | None] = mapped_column(Text)
+    thumbnail: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[int] = mapped_column(BigInteger)
+    extras: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT)
+    tags: Mapped[list[str]] = mapped_column(JSON_DOCUMENT)  # ["beauty", "mascara"]
+    images: Mapped[list[str]] = mapped_column(JSON_DOCUMENT)  # the URLs, in order
+    # [{"rating": 4, "comment": ..., "date": "2024-05-23T08:56:21.618000+00:00",
+    #   "reviewer_name": ..., "reviewer_email": ...}], in order
+    reviews: Mapped[list[dict[str, Any]]] = mapped_column(JSON_DOCUMENT)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProductVersion(product_id={self.product_id!r}, valid_from={self.valid_from!r}, "
+            f"valid_to={self.valid_to!r})"
+        )
 
 
 CATALOG_TABLES = ("products", "product_tags", "product_images", "reviews")

@@ -35,6 +35,7 @@ Run ``python production_pipeline.py --help``. The offline demo serves a local ca
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -61,12 +62,14 @@ from etl.bulk import (
     merge_staged_products,
     take_writer_lock,
     unstage_products,
+    write_versions,
 )
 from etl.catalog import CatalogIndex, Change, SkuRegistry, read_catalog
 from etl.client import DummyJsonClient
 from etl.decoding import content_hash
 from etl.drift import Drift, DriftPolicy, DriftProfile, format_drifts, refuse_drift
 from etl.errors import (
+    ConfigError,
     InvalidProduct,
     PipelineError,
     SyncAborted,
@@ -74,6 +77,14 @@ from etl.errors import (
     failure_message,
 )
 from etl.fields import is_int
+from etl.history import (
+    format_product,
+    format_versions,
+    parse_instant,
+    version_as_of,
+    version_row,
+    versions_of,
+)
 from etl.runs import (
     RunStats,
     RunStatus,
@@ -115,6 +126,7 @@ class SyncOptions:
     progress: bool = False
     rebuild: bool = False  # rewrite every product, changed or not
     on_drift: DriftPolicy = DriftPolicy.KEEP
+    history: bool = True  # write product versions (product_versions)
 
 
 @dataclass
@@ -128,6 +140,8 @@ class SyncReport:
     staged_new: set[int] = field(default_factory=set)  # new products staged for a sku move
     stale_kept: int = 0  # stored products that keep their previous version: the new one was bad
     drifts: list[Drift] = field(default_factory=list)  # how the source's fields differ
+    versions_opened: int = 0
+    versions_closed: int = 0
     samples: dict[str, list[int]] = field(
         default_factory=lambda: {"inserted": [], "updated": [], "deleted": []}
     )
@@ -162,14 +176,17 @@ def sync_products(
     report = SyncReport(stats if stats is not None else RunStats())
     if drift is None and options.on_drift is not DriftPolicy.IGNORE:
         drift = DriftProfile(SOURCE_SHAPE)
-    # 1. One writer at a time.
+    # 1. One writer at a time; its instant (taken under the lock, so runs' instants follow the
+    # order they wrote in) is when the versions it writes begin and end.
     take_writer_lock(conn, options.lock_timeout)
+    instant = dt.datetime.now(dt.UTC) if options.history else None
     # 2. The catalog as it was, then the API's products: new ones written, changed ones staged.
     index, skus = read_catalog(conn)
-    staging = create_staging_tables(conn)
+    staging = create_staging_tables(conn, history=options.history)
     writer = RowWriter(conn)
+    batch = _Batch(run_id, instant)
     try:
-        _stream(products, index, skus, writer, staging, run_id, options, report, drift)
+        _stream(products, index, skus, writer, staging, batch, options, report, drift)
     except BaseException:
         writer.close(raise_errors=False)  # the error being raised is the one to report
         raise
@@ -191,6 +208,10 @@ def sync_products(
     log.info("merging %d changed products", report.stats.updated)
     clear_skus(conn, skus.releasing(refused))
     merge_staged_products(conn, staging, options.progress)
+    # 5. History: the current versions of the products written or deleted closed, new ones open.
+    if instant is not None and (batch.versions or stale):
+        opened, closed = write_versions(conn, staging, stale, instant)
+        report.versions_opened, report.versions_closed = opened, closed
     return report
 
 
@@ -200,25 +221,26 @@ def _stream(
     skus: SkuRegistry,
     writer: RowWriter,
     staging: dict[str, Table],
-    run_id: int,
+    batch: _Batch,
     options: SyncOptions,
     report: SyncReport,
     drift: DriftProfile | None,
 ) -> None:
     """Classify each product by its content hash; write new and changed ones in batches."""
     stats = report.stats
-    batch = _Batch()
+    run_id = batch.run_id
     keep_extras = drift is not None
     salt = mapping_salt(keep_extras)
     for raw in products:
         stats.extracted += 1
         product_id = raw.get("id") if isinstance(raw, dict) else None
-        known_hash, change = None, Change.NEW
+        known_hash, change, rewrite = None, Change.NEW, False
         if is_int(product_id):
             known_hash = content_hash(raw, salt)
             change = index.classify(product_id, known_hash)
-            if change is Change.UNCHANGED and options.rebuild:
-                change = Change.CHANGED
+            rewrite = change is Change.UNCHANGED and options.rebuild
+            if rewrite:
+                change = Change.CHANGED  # written again, but no new version: nothing changed
         if change is Change.UNCHANGED:
             stats.unchanged += 1
             continue
@@ -244,6 +266,8 @@ def _stream(
             stats.updated += 1
             batch.changed.append(rows)
             report.sample("updated", rows.id)
+        if not rewrite:
+            batch.versioned.append(rows)
         if len(batch) >= options.batch_size:
             _flush(writer, staging, batch)
     _flush(writer, staging, batch)
@@ -322,11 +346,16 @@ def _settle_moved_skus(
 
 @dataclass
 class _Batch:
-    """Rows waiting to be written: new products go to the catalog, changed ones to staging."""
+    """Rows waiting to be written: new products go to the catalog, changed ones to staging,
+    and (history on) a version of each product that changed to staging."""
 
+    run_id: int
+    instant: dt.datetime | None  # the run's, for the versions; None: history off
     new: list[ProductRows] = field(default_factory=list)
     changed: list[ProductRows] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    versioned: list[ProductRows] = field(default_factory=list)
+    versions: int = 0  # versions staged by the run so far
 
     def __len__(self) -> int:
         return len(self.new) + len(self.changed) + len(self.rejected)
@@ -336,6 +365,14 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
     """Write a batch: new products into the catalog, changed into staging, rejections aside."""
     _write_products(writer, Base.metadata.tables, batch.new)
     _write_products(writer, staging, batch.changed)
+    if batch.instant is not None and batch.versioned:
+        instant, run_id = batch.instant, batch.run_id
+        versions = [
+            version_row(rows.product, rows.tags, rows.images, rows.reviews, run_id, instant)
+            for rows in batch.versioned
+        ]
+        writer.write(staging["product_versions"], versions)
+        batch.versions += len(versions)
     if batch.rejected:
         rejected = batch.rejected
 
@@ -343,7 +380,7 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
             writer.conn.execute(insert(RejectedRecord), rejected)
 
         writer.submit(record_rejections)
-    batch.new, batch.changed, batch.rejected = [], [], []
+    batch.new, batch.changed, batch.rejected, batch.versioned = [], [], [], []
 
 
 def _write_products(
@@ -426,6 +463,11 @@ def format_summary(report: SyncReport, dry_run: bool) -> str:
     if stats.normalised:
         lines.append(f"  float noise rounded to cents in {stats.normalised} product(s)")
     lines.extend(f"  {line}" for line in format_drifts(report.drifts))
+    if report.versions_opened or report.versions_closed:
+        lines.append(
+            f"  history: {report.versions_opened} product version(s) opened, "
+            f"{report.versions_closed} closed"
+        )
     if report.stale_kept:
         lines.append(
             f"  {report.stale_kept} stored product(s) keep their previous version: "
@@ -487,7 +529,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="print the last N runs (default 10) and exit",
     )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="write no product versions this run (product history is on by default)",
+    )
+    parser.add_argument(
+        "--product",
+        type=int,
+        metavar="ID",
+        help="print product ID as it was at --as-of (default: now), from its history, and exit",
+    )
+    parser.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        help="the instant --product shows, ISO-8601 (2026-12-01T09:30:00Z; UTC unless given)",
+    )
+    parser.add_argument(
+        "--versions",
+        type=int,
+        metavar="ID",
+        help="list product ID's versions (when each held, its run, price and stock) and exit",
+    )
     return parser
+
+
+def show_history(engine: Engine, args: argparse.Namespace) -> int:
+    """``--product ID [--as-of T]`` or ``--versions ID``: print from the history; 1 when
+    the product had no version at that instant."""
+    with engine.connect() as conn:
+        if args.versions is not None:
+            print(format_versions(args.versions, versions_of(conn, args.versions)))
+            return 0
+        instant = parse_instant(args.as_of) if args.as_of else dt.datetime.now(dt.UTC)
+        version = version_as_of(conn, args.product, instant)
+    if version is None:
+        print(
+            f"error: product {args.product} has no version at {instant.isoformat()} "
+            f"(--versions {args.product} lists them)",
+            file=sys.stderr,
+        )
+        return 1
+    print(format_product(version))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -501,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_range("--lock-timeout", args.lock_timeout, 0, MAX_SECONDS)
             if args.history is not None:
                 check_range("--history", args.history, 1, 10_000)
+            if args.as_of is not None and args.product is None:
+                raise ConfigError("--as-of: needs --product ID (the product to show)")
             configure_logging(settings.verbose)
             options = SyncOptions(
                 delete_stale=not args.no_delete,
@@ -512,11 +598,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=sys.stderr.isatty(),
                 rebuild=args.rebuild,
                 on_drift=settings.on_drift,
+                history=not args.no_history,
             )
             engine = open_database(settings)
             if args.history is not None:
                 print(format_history(engine, args.history))
                 return 0
+            if args.product is not None or args.versions is not None:
+                return show_history(engine, args)
             shown = (mask_url(settings.api_url), mask_url(settings.database_url))
             log.info("sync %s -> %s", *shown)
             report = run_sync(settings, engine, options)

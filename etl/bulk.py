@@ -7,6 +7,7 @@ advisory lock (PostgreSQL) or the write lock ``BEGIN IMMEDIATE`` already holds (
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import queue
@@ -36,7 +37,7 @@ from sqlalchemy.sql import Executable
 from tqdm import tqdm
 
 from etl.errors import SyncLocked
-from models import Base, Product, ProductImage, ProductTag, Review, UtcDateTime
+from models import Base, Product, ProductImage, ProductTag, ProductVersion, Review, UtcDateTime
 
 ADVISORY_LOCK_KEY = 7_301_2025  # any constant shared by every sync of this catalog
 COPY_SWITCH_INTERVAL = 0.0005  # seconds; see RowWriter
@@ -49,11 +50,13 @@ def written_columns(model: type[Any]) -> list[str]:
     return [c.name for c in model.__table__.columns if c.name != "loaded_at"]
 
 
-def create_staging_tables(conn: Connection) -> dict[str, Table]:
-    """Empty temporary tables shaped like the catalog's, without keys (cheap to fill)."""
+def create_staging_tables(conn: Connection, history: bool = False) -> dict[str, Table]:
+    """Empty temporary tables shaped like the catalog's, without keys (cheap to fill); with
+    ``history``, one shaped like ``product_versions`` too."""
     postgres = conn.dialect.name == "postgresql"
     options: dict[str, Any] = {"postgresql_on_commit": "DROP"} if postgres else {}
     metadata = MetaData()
+    models = (*_STAGED_MODELS, ProductVersion) if history else _STAGED_MODELS
     staging = {
         model.__tablename__: Table(
             f"stage_{model.__tablename__}",
@@ -62,7 +65,7 @@ def create_staging_tables(conn: Connection) -> dict[str, Table]:
             prefixes=["TEMPORARY"],
             **options,
         )
-        for model in _STAGED_MODELS
+        for model in models
     }
     for table in staging.values():
         table.drop(conn, checkfirst=True)
@@ -231,6 +234,9 @@ def unstage_products(conn: Connection, staging: dict[str, Table], ids: Sequence[
     for model in CHILD_MODELS:
         children = staging[model.__tablename__]
         conn.execute(delete(children).where(children.c.product_id.in_(ids)))
+    if "product_versions" in staging:
+        versions = staging["product_versions"]
+        conn.execute(delete(versions).where(versions.c.product_id.in_(ids)))
 
 
 def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
@@ -239,6 +245,33 @@ def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
     for start in range(0, len(ids), chunk):
         batch = ids[start : start + chunk]
         conn.execute(update(Product).where(Product.id.in_(batch)).values(sku=None))
+
+
+def write_versions(
+    conn: Connection,
+    staging: dict[str, Table],
+    deleted: Sequence[int],
+    instant: dt.datetime,
+    chunk: int = 500,
+) -> tuple[int, int]:
+    """Close the current version of every product staged or deleted at ``instant``, then open
+    the staged versions: set-based, so a run's history costs a few statements, not a round trip
+    per product. Closing first keeps at most one version of a product current. Return how many
+    versions were opened and closed."""
+    versions, staged = Base.metadata.tables["product_versions"], staging["product_versions"]
+    current = versions.c.valid_to.is_(None)
+    close = update(versions).values(valid_to=instant)
+    closed = conn.execute(
+        close.where(current, versions.c.product_id.in_(select(staged.c.product_id)))
+    ).rowcount
+    for start in range(0, len(deleted), chunk):
+        batch = deleted[start : start + chunk]
+        closed += conn.execute(close.where(current, versions.c.product_id.in_(batch))).rowcount
+    columns = written_columns(ProductVersion)
+    opened = conn.execute(
+        insert(versions).from_select(columns, select(*(staged.c[name] for name in columns)))
+    ).rowcount
+    return opened, closed
 
 
 def merge_staged_products(

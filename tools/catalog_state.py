@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, or_, select, text
 
-from models import Product, ProductImage, ProductTag, Review
+from models import Product, ProductImage, ProductTag, ProductVersion, Review
 
 # Product column -> how to read it from a served product.
 SCALARS: dict[str, tuple[str, ...]] = {
@@ -161,6 +161,35 @@ def database_catalog(engine: Engine) -> dict[int, dict[str, Any]]:
         for product_id, *fields in conn.execute(reviews):
             fields[0] = _normal(fields[0])
             catalog[product_id]["reviews"].append(tuple(fields))
+    return catalog
+
+
+def versioned_catalog(engine: Engine, instant: dt.datetime) -> dict[int, dict[str, Any]]:
+    """The catalog as ``product_versions`` says it was at ``instant``, in the comparison shape
+    (the versions current then: ``valid_from <= instant < valid_to``, NULL ``valid_to`` open)."""
+    versions = ProductVersion.__table__
+    query = select(versions).where(
+        versions.c.valid_from <= instant,
+        or_(versions.c.valid_to.is_(None), versions.c.valid_to > instant),
+    )
+    catalog: dict[int, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for version in conn.execute(query).mappings():
+            row = {column: _normal(version[column]) for column in SCALARS}
+            row["tags"] = list(version["tags"])
+            row["images"] = list(version["images"])
+            row["reviews"] = [
+                (
+                    _normal(review["rating"]),
+                    review["comment"],
+                    _timestamp(review["date"]),
+                    review["reviewer_name"],
+                    review["reviewer_email"],
+                )
+                for review in version["reviews"]
+            ]
+            row["extras"] = _normal_json(version["extras"])
+            catalog[version["product_id"]] = row
     return catalog
 
 

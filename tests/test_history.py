@@ -1,0 +1,177 @@
+"""Issue 14: product history, a type-2 slowly changing dimension, on SQLite and PostgreSQL.
+
+Every insert, update and delete of a product closes its current version and opens a new one
+(a delete only closes); the as-of view of the versions equals what the API served at each run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+import production_pipeline
+from etl.history import VERSIONED_COLUMNS, versions_of
+from models import PipelineRun, Product, ProductVersion
+from tests.cli import exit_status
+from tools.catalog_state import database_catalog, served_catalog, versioned_catalog
+from tools.local_api import FakeDummyJson
+
+FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5", "--rate-limit", "0"]
+
+
+def sync(api: FakeDummyJson, database_url: str, *extra: str) -> int:
+    args = ["--api-url", api.url, "--database-url", database_url, "--page-size", "10"]
+    return production_pipeline.main([*args, *FAST, *extra])
+
+
+def timed_sync(api: FakeDummyJson, database_url: str, *extra: str) -> tuple[dt.datetime, ...]:
+    """A sync that must succeed, with an instant just before it and one just after it."""
+    before = now()
+    assert sync(api, database_url, *extra) == 0
+    return before, now()
+
+
+def now() -> dt.datetime:
+    time.sleep(0.002)  # instants on either side of a run never equal the run's own
+    return dt.datetime.now(dt.UTC)
+
+
+def all_versions(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        query = select(ProductVersion.__table__).order_by(
+            ProductVersion.product_id, ProductVersion.valid_from
+        )
+        return [tuple(row) for row in conn.execute(query)]
+
+
+def run_ids(engine: Engine) -> list[int]:
+    with Session(engine) as session:
+        return list(session.scalars(select(PipelineRun.id).order_by(PipelineRun.id)))
+
+
+def test_the_version_chain_of_a_product_changed_three_times_then_deleted_is_exact(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    api = fake_api(products=30)
+    served: list[tuple[dt.datetime, dict[int, Any]]] = []  # after each run, the source then
+    first = timed_sync(api, database_url)
+    served.append((first[1], served_catalog(api.url)))
+    for _ in range(3):
+        api.catalog.touch(5)
+        _, after = timed_sync(api, database_url)
+        served.append((after, served_catalog(api.url)))
+    api.catalog.delete(5)
+    deleted_between = timed_sync(api, database_url)
+    served.append((deleted_between[1], served_catalog(api.url)))
+
+    with engine.connect() as conn:
+        chain = versions_of(conn, 5)
+    runs = run_ids(engine)
+    assert [version.run_id for version in chain] == runs[:4]  # insert, then three changes
+    for earlier, later in itertools.pairwise(chain):
+        assert earlier.valid_to == later.valid_from  # no gap, no overlap
+    assert chain[0].valid_from > first[0]
+    closed = chain[-1].valid_to
+    assert closed is not None and deleted_between[0] < closed < deleted_between[1]  # kept
+    assert [version.stock for version in chain] == [
+        served[i][1][5]["stock"] for i in range(4)
+    ]
+    with engine.connect() as conn:
+        assert len(versions_of(conn, 6)) == 1  # never changed: one version, still current
+    # The as-of view, whole, at each instant between runs: what the API served at that run.
+    for instant, catalog in served:
+        assert versioned_catalog(engine, instant) == catalog
+    assert 5 not in versioned_catalog(engine, served[-1][0])
+    assert versioned_catalog(engine, first[0]) == {}  # before the first run: nothing yet
+
+
+def test_a_sync_with_no_change_writes_no_version_and_a_deletion_only_closes(
+    fake_api: Any, database_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = fake_api(products=30)
+    assert sync(api, database_url) == 0
+    before = all_versions(engine)
+    capsys.readouterr()
+
+    assert sync(api, database_url) == 0
+
+    assert all_versions(engine) == before
+    assert "history:" not in capsys.readouterr().out
+    api.catalog.delete(7)
+    assert sync(api, database_url) == 0
+    after = all_versions(engine)
+    assert len(after) == len(before)
+    closed = [row for row in after if row[0] == 7]
+    assert len(closed) == 1 and closed[0][2] is not None  # valid_to set, the version kept
+    assert "history: 0 product version(s) opened, 1 closed" in capsys.readouterr().out
+
+
+def test_no_history_writes_no_version_and_history_resumes_with_the_next_change(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    api = fake_api(products=30)
+    assert sync(api, database_url, "--no-history") == 0
+    assert all_versions(engine) == []
+    api.catalog.touch(3)
+    assert sync(api, database_url) == 0
+    with engine.connect() as conn:
+        assert [version.product_id for version in versions_of(conn, 3)] == [3]
+        assert versions_of(conn, 4) == []  # unchanged since history began
+
+
+def test_a_rebuild_rewrites_products_but_opens_no_version(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    api = fake_api(products=30)
+    assert sync(api, database_url) == 0
+    before = all_versions(engine)
+    assert sync(api, database_url, "--rebuild") == 0
+    assert all_versions(engine) == before
+    assert database_catalog(engine) == served_catalog(api.url)
+
+
+def test_the_command_line_shows_a_product_as_of_an_instant_and_lists_its_versions(
+    fake_api: Any, database_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = fake_api(products=30)
+    _, first = timed_sync(api, database_url)
+    old = api.catalog.get(5)
+    api.catalog.touch(5)
+    timed_sync(api, database_url)
+    capsys.readouterr()
+
+    assert sync(api, database_url, "--product", "5", "--as-of", first.isoformat()) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert old is not None
+    assert shown["id"] == 5 and shown["title"] == old["title"]
+    assert shown["stock"] == old["stock"] and shown["tags"] == old["tags"]
+    assert shown["valid_to"] is not None
+
+    assert sync(api, database_url, "--versions", "5") == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0] == "product 5: 2 version(s)"
+    assert "current" in listing[-1] and str(api.catalog.get(5)["stock"]) in listing[-1]
+
+    assert sync(api, database_url, "--product", "5", "--as-of", "2001-01-01") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "product 5 has no version at 2001-01-01" in err[0]
+    assert exit_status(production_pipeline.main, ["--as-of", "2001-01-01"]) == 2
+    args = ["--database-url", database_url, "--product", "5", "--as-of", "yesterday"]
+    assert exit_status(production_pipeline.main, args) == 2
+
+
+def test_a_version_repeats_every_product_column(engine: Engine) -> None:
+    versions = ProductVersion.__table__.columns
+    for name in VERSIONED_COLUMNS:
+        column = Product.__table__.columns[name]
+        assert type(versions[name].type) is type(column.type), name
+        assert versions[name].nullable == column.nullable, name
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ProductVersion)).scalar_one() == 0
