@@ -328,7 +328,9 @@ class ProductVersion(Base):
     product_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     valid_from: Mapped[dt.datetime] = mapped_column(UtcDateTime, primary_key=True)
     valid_to: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
-    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id"))
+    # The run that wrote it (pipeline_runs.id; not a foreign key: one check per version
+    # written would cost the sync more than the integrity is worth in an append-only table).
+    run_id: Mapped[int] = mapped_column(Integer)
     title: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str | None] = mapped_column(String(100))

@@ -57,9 +57,11 @@ from data_pipeline import (
 from etl.bulk import (
     RowWriter,
     clear_skus,
+    close_orphan_versions,
     create_staging_tables,
     delete_products,
     merge_staged_products,
+    open_versions,
     take_writer_lock,
     unstage_products,
     write_versions,
@@ -82,7 +84,6 @@ from etl.history import (
     format_versions,
     parse_instant,
     version_as_of,
-    version_row,
     versions_of,
 )
 from etl.runs import (
@@ -180,9 +181,11 @@ def sync_products(
     # order they wrote in) is when the versions it writes begin and end.
     take_writer_lock(conn, options.lock_timeout)
     instant = dt.datetime.now(dt.UTC) if options.history else None
+    if instant is not None:
+        report.versions_closed = close_orphan_versions(conn, instant)
     # 2. The catalog as it was, then the API's products: new ones written, changed ones staged.
     index, skus = read_catalog(conn)
-    staging = create_staging_tables(conn, history=options.history)
+    staging = create_staging_tables(conn)
     writer = RowWriter(conn)
     batch = _Batch(run_id, instant)
     try:
@@ -208,10 +211,13 @@ def sync_products(
     log.info("merging %d changed products", report.stats.updated)
     clear_skus(conn, skus.releasing(refused))
     merge_staged_products(conn, staging, options.progress)
-    # 5. History: the current versions of the products written or deleted closed, new ones open.
-    if instant is not None and (batch.versions or stale):
-        opened, closed = write_versions(conn, staging, stale, instant)
-        report.versions_opened, report.versions_closed = opened, closed
+    # 5. History: the current versions of the products changed or deleted closed, new ones
+    # opened (new products' first versions were opened as they were written).
+    report.versions_opened = batch.versions_opened
+    if instant is not None and (batch.staged or stale):
+        opened, closed = write_versions(conn, staging, stale, run_id, instant)
+        report.versions_opened += opened
+        report.versions_closed += closed
     return report
 
 
@@ -234,13 +240,12 @@ def _stream(
     for raw in products:
         stats.extracted += 1
         product_id = raw.get("id") if isinstance(raw, dict) else None
-        known_hash, change, rewrite = None, Change.NEW, False
+        known_hash, change = None, Change.NEW
         if is_int(product_id):
             known_hash = content_hash(raw, salt)
             change = index.classify(product_id, known_hash)
-            rewrite = change is Change.UNCHANGED and options.rebuild
-            if rewrite:
-                change = Change.CHANGED  # written again, but no new version: nothing changed
+            if change is Change.UNCHANGED and options.rebuild:
+                change = Change.CHANGED
         if change is Change.UNCHANGED:
             stats.unchanged += 1
             continue
@@ -266,8 +271,6 @@ def _stream(
             stats.updated += 1
             batch.changed.append(rows)
             report.sample("updated", rows.id)
-        if not rewrite:
-            batch.versioned.append(rows)
         if len(batch) >= options.batch_size:
             _flush(writer, staging, batch)
     _flush(writer, staging, batch)
@@ -346,16 +349,16 @@ def _settle_moved_skus(
 
 @dataclass
 class _Batch:
-    """Rows waiting to be written: new products go to the catalog, changed ones to staging,
-    and (history on) a version of each product that changed to staging."""
+    """Rows waiting to be written: new products go to the catalog, changed ones to staging.
+    With history on, new products' first versions are opened once their rows are written."""
 
     run_id: int
     instant: dt.datetime | None  # the run's, for the versions; None: history off
     new: list[ProductRows] = field(default_factory=list)
     changed: list[ProductRows] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    versioned: list[ProductRows] = field(default_factory=list)
-    versions: int = 0  # versions staged by the run so far
+    staged: int = 0  # products staged so far
+    versions_opened: int = 0  # new products' versions opened so far
 
     def __len__(self) -> int:
         return len(self.new) + len(self.changed) + len(self.rejected)
@@ -365,14 +368,14 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
     """Write a batch: new products into the catalog, changed into staging, rejections aside."""
     _write_products(writer, Base.metadata.tables, batch.new)
     _write_products(writer, staging, batch.changed)
-    if batch.instant is not None and batch.versioned:
-        instant, run_id = batch.instant, batch.run_id
-        versions = [
-            version_row(rows.product, rows.tags, rows.images, rows.reviews, run_id, instant)
-            for rows in batch.versioned
-        ]
-        writer.write(staging["product_versions"], versions)
-        batch.versions += len(versions)
+    batch.staged += len(batch.changed)
+    if batch.instant is not None and batch.new:
+        ids, run_id, instant = [rows.id for rows in batch.new], batch.run_id, batch.instant
+
+        def open_new_versions() -> None:
+            batch.versions_opened += open_versions(writer.conn, ids, run_id, instant)
+
+        writer.submit(open_new_versions)
     if batch.rejected:
         rejected = batch.rejected
 
@@ -380,7 +383,7 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
             writer.conn.execute(insert(RejectedRecord), rejected)
 
         writer.submit(record_rejections)
-    batch.new, batch.changed, batch.rejected, batch.versioned = [], [], [], []
+    batch.new, batch.changed, batch.rejected = [], [], []
 
 
 def _write_products(

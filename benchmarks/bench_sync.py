@@ -106,6 +106,7 @@ APPROACH_TITLES = {
     "naive": "naive ORM upsert, commit per product",
     "e2e": "production sync end to end (HTTP, page size 100)",
     "extra": "production sync, an unknown field on every product (kept in extras)",
+    "nohist": "production sync, history off (--no-history)",
 }
 UNKNOWN_FIELD = "color"  # the field ``--unknown-field`` adds to every product
 SQLITE_COPY_TITLE = "bulk INSERT limit (executemany, four keyed tables)"
@@ -122,12 +123,16 @@ ROW_ATTRS = {
     "reviews": "reviews",
 }
 SYNC_OPTIONS = SyncOptions(allow_mass_delete=False)  # 1% removed stays under the 10% guard
+NO_HISTORY = dataclasses.replace(SYNC_OPTIONS, history=False)
+VERSIONS = "product_versions"
 # The issue's targets, on PostgreSQL.
 TARGET_COPY_FRACTION, AIM_COPY_FRACTION = 0.70, 0.80
 TARGET_NO_CHANGE_SPEEDUP = 5.0
 TARGET_CHANGED_SPEEDUP = 3.0
 TARGET_NAIVE_SPEEDUP = 50.0
 TARGET_PEAK_MB_AT_MILLION = 250.0
+# Issue 14: product history on, against the same sync with it off.
+TARGET_HISTORY_CHANGED, TARGET_HISTORY_INITIAL = 1.25, 1.30
 
 
 # --- the synthetic source ---------------------------------------------------------------------
@@ -286,6 +291,9 @@ class Run:
     written: int | None = None  # catalog rows inserted + updated + deleted, where measured
     detail: str = ""
     error: str = ""
+    versions_written: int | None = None  # product_versions rows inserted + updated (PostgreSQL)
+    versions_bytes: int | None = None  # product_versions' size after the run, indexes included
+    versions_rows: int | None = None  # and its rows
 
 
 class DatabaseTarget:
@@ -317,6 +325,15 @@ class DatabaseTarget:
     def written(self, engine: Engine, before: Any, after: Any) -> tuple[int | None, str]:
         """Catalog rows the transaction wrote, and how that was measured."""
         return None, ""
+
+    def versions_written(self, before: Any, after: Any) -> int | None:
+        """``product_versions`` rows the transaction inserted or updated, where measured."""
+        return None
+
+    def versions_size(self, engine: Engine) -> tuple[int, int]:
+        """``product_versions``' size in bytes (indexes included, after a VACUUM on
+        PostgreSQL, so that closed versions' dead tuples are not counted) and its rows."""
+        raise NotImplementedError
 
     def counts(self, engine: Engine) -> dict[str, int]:
         """Rows per catalog table."""
@@ -369,7 +386,7 @@ class PostgresTarget(DatabaseTarget):
     def settle(self, engine: Engine) -> None:
         with engine.connect() as plain:
             conn = plain.execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(text(f"VACUUM ANALYZE {', '.join(CATALOG_TABLES)}"))
+            conn.execute(text(f"VACUUM ANALYZE {', '.join((*CATALOG_TABLES, VERSIONS))}"))
             if self.can_checkpoint:
                 try:
                     conn.execute(text("CHECKPOINT"))
@@ -400,7 +417,26 @@ class PostgresTarget(DatabaseTarget):
             ),
             {"tables": list(CATALOG_TABLES)},
         ).one()
-        return tuple(rows)
+        versions = conn.execute(
+            text(
+                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+                "FROM pg_stat_xact_user_tables "
+                "WHERE schemaname = current_schema() AND relname = :table"
+            ),
+            {"table": VERSIONS},
+        ).scalar_one()
+        return (*tuple(rows), versions)
+
+    def versions_written(self, before: Any, after: Any) -> int | None:
+        return int(after[4]) - int(before[4])
+
+    def versions_size(self, engine: Engine) -> tuple[int, int]:
+        with engine.connect() as plain:
+            conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(text(f"VACUUM {VERSIONS}"))
+            size = conn.execute(text(f"SELECT pg_total_relation_size('{VERSIONS}')")).scalar_one()
+            rows = conn.execute(text(f"SELECT count(*) FROM {VERSIONS}")).scalar_one()
+        return int(size), int(rows)
 
     def written(self, engine: Engine, before: Any, after: Any) -> tuple[int | None, str]:
         inserted, updated, deleted = (int(after[i]) - int(before[i]) for i in range(3))
@@ -494,6 +530,18 @@ class SqliteTarget(DatabaseTarget):
     def probe(self, conn: Connection) -> Any:
         return conn.connection.dbapi_connection.total_changes  # type: ignore[union-attr]
 
+    def versions_size(self, engine: Engine) -> tuple[int, int]:
+        # dbstat: the pages of the table and of its indexes (the key's automatic one included).
+        with engine.connect() as conn:
+            size = conn.execute(
+                text(
+                    "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN (SELECT name "
+                    f"FROM sqlite_master WHERE tbl_name = '{VERSIONS}')"
+                )
+            ).scalar_one()
+            rows = conn.execute(text(f"SELECT count(*) FROM {VERSIONS}")).scalar_one()
+        return int(size), int(rows)
+
     def written(self, engine: Engine, before: Any, after: Any) -> tuple[int | None, str]:
         changes = int(after) - int(before)
         return changes, f"sqlite3 total_changes {changes} (staging tables included)"
@@ -517,7 +565,13 @@ def time_bulk_load(target: DatabaseTarget, engine: Engine, source: Prepared, sce
     return Run(seconds, source.total_rows, f"{verb} {source.total_rows} rows")
 
 
-def time_sync(target: DatabaseTarget, engine: Engine, source: Prepared, scenario: str) -> Run:
+def time_sync(
+    target: DatabaseTarget,
+    engine: Engine,
+    source: Prepared,
+    scenario: str,
+    options: SyncOptions = SYNC_OPTIONS,
+) -> Run:
     """``sync_products`` in the caller's transaction, from first product pulled to COMMIT."""
     target.settle(engine)
     run_id = start_run(engine, "bench_sync")
@@ -526,7 +580,7 @@ def time_sync(target: DatabaseTarget, engine: Engine, source: Prepared, scenario
     started = time.perf_counter()
     with write_transaction(engine) as conn:
         before = target.probe(conn)
-        report = sync_products(conn, source.products, extraction, run_id, SYNC_OPTIONS)
+        report = sync_products(conn, source.products, extraction, run_id, options)
         after = target.probe(conn)
     seconds = time.perf_counter() - started
     written, how = target.written(engine, before, after)
@@ -535,7 +589,17 @@ def time_sync(target: DatabaseTarget, engine: Engine, source: Prepared, scenario
         f"inserted {stats.inserted} updated {stats.updated} unchanged {stats.unchanged} "
         f"deleted {stats.deleted} rejected {stats.rejected}; {how}"
     )
-    return Run(seconds, written, detail)
+    run = Run(seconds, written, detail)
+    if options.history:
+        run.versions_written = target.versions_written(before, after)
+        run.versions_bytes, run.versions_rows = target.versions_size(engine)
+        run.detail += (
+            f"; versions opened {report.versions_opened} closed {report.versions_closed}, "
+            f"table {run.versions_rows} rows {run.versions_bytes:,} B"
+        )
+        if run.versions_written is not None:
+            run.detail += f", version rows written {run.versions_written}"
+    return run
 
 
 def naive_upsert(engine: Engine, products: Iterable[dict[str, Any]]) -> None:
@@ -722,11 +786,14 @@ class Plan:
     memory: bool
     profile: bool = False
     unknown_field: bool = False
+    history_off: bool = False
 
 
 def plan_approaches(plan: Plan, n: int) -> list[str]:
     """The approaches timed at size N."""
     approaches = ["copy", "sync"]
+    if plan.history_off:
+        approaches.append("nohist")
     if n == plan.naive_size:
         approaches.append("naive")
     if plan.end_to_end:
@@ -812,6 +879,8 @@ def _time_one(
         return time_bulk_load(target, engine, source, scenario)
     if approach in ("sync", "extra"):
         return time_sync(target, engine, source, scenario)
+    if approach == "nohist":
+        return time_sync(target, engine, source, scenario, NO_HISTORY)
     if approach == "naive":
         return time_naive(target, engine, source, scenario)
     assert server is not None
@@ -860,7 +929,7 @@ def summarize(plan: Plan, results: Results, titles: dict[str, str], out: Output)
             out()
             out(f"| approach, {n:,} products | " + " | ".join(SCENARIO_TITLES.values()) + " |")
             out("|---|---|---|---|")
-            for approach in ("copy", "sync", "naive", "e2e", "extra"):
+            for approach in ("copy", "sync", "nohist", "naive", "e2e", "extra"):
                 if (database, n, approach, "initial") not in results.runs:
                     continue
                 title = copy_title if approach == "copy" else APPROACH_TITLES[approach]
@@ -877,7 +946,7 @@ def summarize(plan: Plan, results: Results, titles: dict[str, str], out: Output)
                 "| rows written |"
             )
             out("|---|---|---|---|---|---|---|")
-            for approach in ("copy", "sync", "naive", "e2e", "extra"):
+            for approach in ("copy", "sync", "nohist", "naive", "e2e", "extra"):
                 for scenario in SCENARIOS:
                     key = (database, n, approach, scenario)
                     if key not in results.runs:
@@ -967,6 +1036,7 @@ def _check_targets(plan: Plan, results: Results, database: str, n: int, out: Out
         shown = ", ".join("not measured" if w is None else str(w) for w in written)
         out(f"  {mark:<4} catalog rows written by the no-change re-sync: {shown}  (target 0)")
         passed &= ok or not binding
+    passed &= _check_history(results, database, n, binding, out)
     if n == naive_n:
         for scenario in ("no-change", "changed"):
             ratios = results.paired(key("naive", scenario), key("sync", scenario))
@@ -989,6 +1059,55 @@ def _check_targets(plan: Plan, results: Results, database: str, n: int, out: Out
                 f"  info an unknown field on every product ÷ none, "
                 f"{SCENARIO_TITLES[scenario]}: {median_range(ratios)}"
             )
+    return passed
+
+
+def _check_history(results: Results, database: str, n: int, binding: bool, out: Output) -> bool:
+    """Issue 14's targets: history on against off, no version written by a no-change re-sync,
+    and what the versions table holds per changed product."""
+
+    def key(approach: str, scenario: str) -> Key:
+        return (database, n, approach, scenario)
+
+    if key("nohist", "initial") not in results.runs:
+        return True
+    passed = True
+    for scenario, threshold in (
+        ("initial", TARGET_HISTORY_INITIAL),
+        ("changed", TARGET_HISTORY_CHANGED),
+    ):
+        ratios = results.paired(key("sync", scenario), key("nohist", scenario))
+        ok = bool(ratios) and statistics.median(ratios) <= threshold
+        mark = verdict(ok) if binding else "-"
+        out(
+            f"  {mark:<4} history on ÷ off, {SCENARIO_TITLES[scenario]}: "
+            f"{median_range(ratios)}  (target <= {threshold:.2f}x)"
+        )
+        passed &= ok or not binding
+    ratios = results.paired(key("sync", "no-change"), key("nohist", "no-change"))
+    out(f"  info history on ÷ off, {SCENARIO_TITLES['no-change']}: {median_range(ratios)}")
+    versions = [r.versions_written for r in results.runs.get(key("sync", "no-change"), [])]
+    if any(v is not None for v in versions):
+        ok = all(v == 0 for v in versions)
+        mark = verdict(ok) if binding else "-"
+        out(f"  {mark:<4} version rows written by the no-change re-sync: {versions}  (target 0)")
+        passed &= ok or not binding
+    initial = results.runs.get(key("sync", "initial"), [])
+    changed = results.runs.get(key("sync", "changed"), [])
+    updated = source_size(n, "changed") // 10  # every 10th product changed, none of them removed
+    sizes = [
+        (a.versions_bytes, a.versions_rows, b.versions_bytes)
+        for a, b in zip(initial, changed, strict=False)
+        if a.versions_bytes and a.versions_rows and b.versions_bytes
+    ]
+    if sizes:
+        per_version = median_range([size / rows for size, rows, _ in sizes], "{:.0f}")
+        growth = median_range([(after - size) / updated for size, _, after in sizes], "{:.0f}")
+        out(
+            f"  info product_versions after the initial load: {per_version} B a version "
+            f"(indexes included); grown by the 10%-changed re-sync: {growth} B per changed "
+            "product"
+        )
     return passed
 
 
@@ -1088,6 +1207,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also sync a source whose every product has a field the mapping does not know "
         f"({UNKNOWN_FIELD!r}), to measure what keeping it in products.extras costs",
     )
+    parser.add_argument(
+        "--history-off",
+        action="store_true",
+        help="also time the sync with product history off (--no-history), side by side",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a binding target fails")
     return parser
 
@@ -1119,6 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         not args.no_memory,
         args.profile,
         args.unknown_field,
+        args.history_off,
     )
     out = Output(results_path("bench_sync"))
     try:

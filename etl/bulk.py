@@ -22,13 +22,18 @@ from sqlalchemy import (
     Column,
     Connection,
     MetaData,
+    Select,
     Table,
+    Text,
     delete,
     func,
     insert,
+    literal,
+    literal_column,
     select,
     text,
     true,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,7 +42,7 @@ from sqlalchemy.sql import Executable
 from tqdm import tqdm
 
 from etl.errors import SyncLocked
-from models import Base, Product, ProductImage, ProductTag, ProductVersion, Review, UtcDateTime
+from models import CATALOG_TABLES, Base, Product, ProductImage, ProductTag, Review, UtcDateTime
 
 ADVISORY_LOCK_KEY = 7_301_2025  # any constant shared by every sync of this catalog
 COPY_SWITCH_INTERVAL = 0.0005  # seconds; see RowWriter
@@ -50,13 +55,11 @@ def written_columns(model: type[Any]) -> list[str]:
     return [c.name for c in model.__table__.columns if c.name != "loaded_at"]
 
 
-def create_staging_tables(conn: Connection, history: bool = False) -> dict[str, Table]:
-    """Empty temporary tables shaped like the catalog's, without keys (cheap to fill); with
-    ``history``, one shaped like ``product_versions`` too."""
+def create_staging_tables(conn: Connection) -> dict[str, Table]:
+    """Empty temporary tables shaped like the catalog's, without keys (cheap to fill)."""
     postgres = conn.dialect.name == "postgresql"
     options: dict[str, Any] = {"postgresql_on_commit": "DROP"} if postgres else {}
     metadata = MetaData()
-    models = (*_STAGED_MODELS, ProductVersion) if history else _STAGED_MODELS
     staging = {
         model.__tablename__: Table(
             f"stage_{model.__tablename__}",
@@ -65,7 +68,7 @@ def create_staging_tables(conn: Connection, history: bool = False) -> dict[str, 
             prefixes=["TEMPORARY"],
             **options,
         )
-        for model in models
+        for model in _STAGED_MODELS
     }
     for table in staging.values():
         table.drop(conn, checkfirst=True)
@@ -115,9 +118,13 @@ def _copy_column(values: Sequence[Any], column: Column[Any]) -> list[str]:
     return ["\\N" if value is None else str(value) for value in values]
 
 
+# One encoder for every JSON value: json.dumps with arguments would build a new one per call.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _json_text(value: Any) -> str:
     """A JSON column's value as the text PostgreSQL parses (the transform made it JSON-safe)."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _JSON_ENCODER.encode(value)
 
 
 class RowWriter:
@@ -234,9 +241,6 @@ def unstage_products(conn: Connection, staging: dict[str, Table], ids: Sequence[
     for model in CHILD_MODELS:
         children = staging[model.__tablename__]
         conn.execute(delete(children).where(children.c.product_id.in_(ids)))
-    if "product_versions" in staging:
-        versions = staging["product_versions"]
-        conn.execute(delete(versions).where(versions.c.product_id.in_(ids)))
 
 
 def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
@@ -247,31 +251,115 @@ def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
         conn.execute(update(Product).where(Product.id.in_(batch)).values(sku=None))
 
 
+# --- product history -----------------------------------------------------------------------
+#
+# A version is built from the catalog rows the sync has just written, by the database itself:
+# its children aggregated into JSON in index order (PostgreSQL: ``jsonb_agg ... ORDER BY
+# position``; SQLite: ``json_group_array`` over the primary key's index, which yields the rows
+# in position order). On PostgreSQL the statements run on the writer's thread, while Python
+# transforms the next batch.
+
+VERSIONED_COLUMNS = tuple(name for name in written_columns(Product) if name != "id")
+
+
+def close_orphan_versions(conn: Connection, instant: dt.datetime) -> int:
+    """Close the current versions of products the catalog no longer holds (deleted by a run
+    without history, or by hand), so that a new product never meets a current version.
+    Return how many were closed."""
+    versions, products = _history_tables()[:2]
+    held = select(products.c.id).where(products.c.id == versions.c.product_id).exists()
+    orphans = update(versions).where(versions.c.valid_to.is_(None), ~held)
+    return conn.execute(orphans.values(valid_to=instant)).rowcount
+
+
+def open_versions(
+    conn: Connection, ids: Sequence[int] | Select[Any], run_id: int, instant: dt.datetime
+) -> int:
+    """Open a version, from ``instant`` on, of each product of ``ids`` that has no current
+    version: its catalog row and children as they are now. Return how many were opened."""
+    versions, products = _history_tables()[:2]
+    current = select(versions.c.product_id).where(
+        versions.c.product_id == products.c.id, versions.c.valid_to.is_(None)
+    )
+    rows = select(
+        products.c.id,
+        literal(instant, UtcDateTime()),
+        literal(None, UtcDateTime()),
+        literal(run_id),
+        *(products.c[name] for name in VERSIONED_COLUMNS),
+        *_children_json(conn.dialect.name),
+    ).where(products.c.id.in_(ids), ~current.exists())
+    names = ["product_id", "valid_from", "valid_to", "run_id", *VERSIONED_COLUMNS]
+    statement = insert(versions).from_select([*names, "tags", "images", "reviews"], rows)
+    return conn.execute(statement).rowcount
+
+
 def write_versions(
     conn: Connection,
     staging: dict[str, Table],
     deleted: Sequence[int],
+    run_id: int,
     instant: dt.datetime,
     chunk: int = 500,
 ) -> tuple[int, int]:
-    """Close the current version of every product staged or deleted at ``instant``, then open
-    the staged versions: set-based, so a run's history costs a few statements, not a round trip
-    per product. Closing first keeps at most one version of a product current. Return how many
-    versions were opened and closed."""
-    versions, staged = Base.metadata.tables["product_versions"], staging["product_versions"]
+    """After the merge: close at ``instant`` the current version of every product deleted, and
+    of every product merged whose content differs from it; then open the merged products' new
+    versions. A product rewritten unchanged (``--rebuild``) keeps its version. Set-based, so a
+    run's history costs a few statements. Return how many versions were opened and closed."""
+    versions, products = _history_tables()[:2]
     current = versions.c.valid_to.is_(None)
     close = update(versions).values(valid_to=instant)
+    merged = select(staging["products"].c.id)
+    stored_hash = (
+        select(products.c.content_hash)
+        .where(products.c.id == versions.c.product_id)
+        .scalar_subquery()
+    )
     closed = conn.execute(
-        close.where(current, versions.c.product_id.in_(select(staged.c.product_id)))
+        close.where(
+            current, versions.c.product_id.in_(merged), versions.c.content_hash != stored_hash
+        )
     ).rowcount
     for start in range(0, len(deleted), chunk):
         batch = deleted[start : start + chunk]
         closed += conn.execute(close.where(current, versions.c.product_id.in_(batch))).rowcount
-    columns = written_columns(ProductVersion)
-    opened = conn.execute(
-        insert(versions).from_select(columns, select(*(staged.c[name] for name in columns)))
-    ).rowcount
-    return opened, closed
+    return open_versions(conn, merged, run_id, instant), closed
+
+
+def _history_tables() -> tuple[Table, ...]:
+    """``product_versions``, then the four catalog tables."""
+    tables = Base.metadata.tables
+    return tuple(tables[name] for name in ("product_versions", *CATALOG_TABLES))
+
+
+def _children_json(dialect: str) -> list[Any]:
+    """Per product row, its tags, images and reviews as JSON arrays in position order."""
+    _, products, tags, images, reviews = _history_tables()
+    postgres = dialect == "postgresql"
+    # SQLite stores an instant as naive UTC text: the offset makes it ISO-8601 again.
+    date = reviews.c.date if postgres else type_coerce(reviews.c.date, Text()).concat("+00:00")
+    review = (func.jsonb_build_object if postgres else func.json_object)(
+        "rating",
+        reviews.c.rating,
+        "comment",
+        reviews.c.comment,
+        "date",
+        date,
+        "reviewer_name",
+        reviews.c.reviewer_name,
+        "reviewer_email",
+        reviews.c.reviewer_email,
+    )
+    columns = []
+    for table, value in ((tags, tags.c.tag), (images, images.c.url), (reviews, review)):
+        if postgres:
+            aggregate = func.jsonb_agg(postgresql.aggregate_order_by(value, table.c.position))
+            empty: Any = literal_column("'[]'::jsonb")
+        else:
+            aggregate, empty = func.json_group_array(value), literal("[]")
+        found = select(aggregate).where(table.c.product_id == products.c.id).scalar_subquery()
+        columns.append(func.coalesce(found, empty))
+    return columns
 
 
 def merge_staged_products(

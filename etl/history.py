@@ -1,66 +1,26 @@
 """Product history: each product's versions in ``product_versions``, and how to read them.
 
-The sync writes the versions (``etl.bulk.write_versions``): a product it inserts or changes gets a
-new version at the run's instant and its previous one is closed there; a product it deletes has
-its current version closed. A version is the whole product, its children as JSON, so the
-product as it was at any instant is one row: the version whose ``valid_from <= instant <
-valid_to`` (``valid_to`` NULL: still current).
+The sync writes the versions (``etl.bulk.open_versions`` and ``write_versions``): a product it
+inserts or changes gets a new version at the run's instant and its previous one is closed there;
+a product it deletes has its current version closed. A version is the whole product, its
+children as JSON, so the product as it was at any instant is one row: the version whose
+``valid_from <= instant < valid_to`` (``valid_to`` NULL: still current).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
+from etl.bulk import VERSIONED_COLUMNS
 from etl.errors import ConfigError
-from models import Product, ProductVersion
-
-# The product's columns a version repeats (its id is ``product_id``; ``loaded_at`` is the
-# catalog's own bookkeeping).
-VERSIONED_COLUMNS = tuple(
-    column.name for column in Product.__table__.columns if column.name not in ("id", "loaded_at")
-)
-
-
-def version_row(
-    product: Mapping[str, Any],
-    tags: Sequence[Mapping[str, Any]],
-    images: Sequence[Mapping[str, Any]],
-    reviews: Sequence[Mapping[str, Any]],
-    run_id: int,
-    valid_from: dt.datetime,
-) -> dict[str, Any]:
-    """A ``product_versions`` row for a product's rows as the transform made them."""
-    row = {name: product[name] for name in VERSIONED_COLUMNS}
-    row.update(
-        product_id=product["id"],
-        valid_from=valid_from,
-        valid_to=None,
-        run_id=run_id,
-        tags=[tag["tag"] for tag in tags],
-        images=[image["url"] for image in images],
-        reviews=[_review_document(review) for review in reviews],
-    )
-    return row
-
-
-def _review_document(review: Mapping[str, Any]) -> dict[str, Any]:
-    """A review as JSON: its columns by name, the date as ISO-8601 text. A rating has at most
-    three significant digits, so a float holds it exactly."""
-    rating, date = review["rating"], review["date"]
-    return {
-        "rating": None if rating is None else float(rating),
-        "comment": review["comment"],
-        "date": None if date is None else date.isoformat(),
-        "reviewer_name": review["reviewer_name"],
-        "reviewer_email": review["reviewer_email"],
-    }
+from models import ProductVersion
 
 
 def version_as_of(conn: Connection, product_id: int, instant: dt.datetime) -> ProductVersion | None:

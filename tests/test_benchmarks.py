@@ -13,6 +13,7 @@ def test_bench_sync_runs_every_approach_on_a_tiny_catalog(
 ) -> None:
     monkeypatch.setenv("BENCH_DATABASE_URL", postgres_server_url)
     args = ["--sizes", "200", "--naive-size", "50", "--repeats", "1", "--no-memory"]
+    args += ["--history-off"]
     assert bench_sync.main([*args, "--database", database]) == 0
 
 

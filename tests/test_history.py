@@ -17,7 +17,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 import production_pipeline
-from etl.history import VERSIONED_COLUMNS, versions_of
+from etl.bulk import VERSIONED_COLUMNS
+from etl.history import versions_of
 from models import PipelineRun, Product, ProductVersion
 from tests.cli import exit_status
 from tools.catalog_state import database_catalog, served_catalog, versioned_catalog

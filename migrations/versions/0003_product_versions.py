@@ -64,7 +64,6 @@ def upgrade() -> None:
         sa.Column("tags", _json(), nullable=False),
         sa.Column("images", _json(), nullable=False),
         sa.Column("reviews", _json(), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["pipeline_runs.id"]),
         sa.PrimaryKeyConstraint("product_id", "valid_from"),
     )
     op.create_index(
