@@ -1,6 +1,6 @@
 """Exercise 2-1: the production sync, which keeps the database equal to the API's catalog.
 
-One run, one transaction, in four steps (``sync_products`` below follows them in order):
+One run, one transaction, in five steps (``sync_products`` below follows them in order):
 
 1. take the writer's lock (PostgreSQL: an advisory lock; SQLite: ``BEGIN IMMEDIATE``), so a
    second sync waits instead of interleaving;
@@ -18,7 +18,11 @@ One run, one transaction, in four steps (``sync_products`` below follows them in
    ``partial`` (``--strict`` refuses an incomplete one instead). Then settle the skus that
    changed hands (a claim stands if its owner let the sku go);
 4. merge staging into the catalog with set-based SQL (``INSERT ... ON CONFLICT DO UPDATE``, then
-   the changed products' children replaced), and commit.
+   the changed products' children replaced);
+5. product history (unless ``--no-history``): close the current version of each product changed
+   or deleted at the run's instant and open the new versions, built by the database from the
+   rows just written (a new product's as soon as its rows are); then commit. ``--product ID
+   --as-of T`` and ``--versions ID`` read the history back.
 
 A bad product is set aside in ``rejected_records`` with its reason and never costs a stored
 product. Killing the process at any moment leaves the database as it was before the run or as
