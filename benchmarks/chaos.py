@@ -688,13 +688,14 @@ def matches_source(
 
     A product changed while paging may legitimately be at either version; any other product has
     one version and must match it exactly. Absent counts as a version. ``deferred`` is the
-    catalog before a run that deferred its deletions: a product in it may also be at its
-    previous row, and may not be absent (nothing was deleted).
+    catalog before a ``partial`` run: it deleted nothing, and a product in a gap it could not
+    re-read was not seen, so any product may also be as it was before the run (absent if it
+    was not stored).
     """
     for pid in set(db) | set(start) | set(end):
         versions = [start.get(pid), end.get(pid)]
-        if deferred is not None and pid in deferred:
-            versions = [v for v in (*versions, deferred[pid]) if v is not None]
+        if deferred is not None:
+            versions.append(deferred.get(pid))
         if db.get(pid) not in versions:
             return False
     return deferred is None or set(deferred) <= set(db)
@@ -737,7 +738,9 @@ def matches_hostile(
         if pid in bad or (deferred and pid in previous and pid not in start and pid not in end):
             if db.get(pid) != previous.get(pid):
                 return False
-        elif db.get(pid) not in (start.get(pid), end.get(pid)):
+        elif db.get(pid) not in (start.get(pid), end.get(pid)) and not (
+            partial and db.get(pid) == previous.get(pid)  # in a gap the run could not re-read
+        ):
             return False
     return True
 
