@@ -119,7 +119,6 @@ class Extraction:
     rereads: int = 0  # requests spent re-reading what a shift made paging skip
     unhealed: list[str] = field(default_factory=list)  # what no re-read could cover, and why
     finished: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -310,7 +309,7 @@ def _check_page(state: Extraction, page: Page, last_id: int) -> Gap | None:
     the ids the shift may have made paging skip, if any."""
     if page.total != state.total:
         state.total_changes += 1
-        state.notes.append(f"total changed from {state.total} to {page.total} at skip={page.skip}")
+        log.info("the total changed from %s to %d at skip=%d", state.total, page.total, page.skip)
         state.total = page.total
     head = _first_id(page)
     if head is not None and head[1] == last_id:
@@ -324,13 +323,13 @@ def _check_page(state: Extraction, page: Page, last_id: int) -> Gap | None:
         return None
     # The catalog moved between two requests: a page that starts below the last product seen
     # repeats products (dropped), one that starts above it may have skipped some.
-    gap = Gap(last_id, None, page.total) if head is None else Gap(last_id, head[1], page.skip)
     state.shifts += 1
-    state.notes.append(
-        f"catalog shifted while paging: at skip={page.skip} expected product {last_id} "
-        f"first, got {'none' if head is None else head[1]}"
-    )
+    if head is None:  # the catalog ended before this page: read back from its new end
+        gap = Gap(last_id, None, page.total)
+    else:
+        gap = Gap(last_id, head[1], page.skip + head[0])
     if gap.is_empty():
+        log.debug("the catalog shifted at skip=%d; no product was skipped", page.skip)
         return None
     log.info("the catalog shifted at skip=%d: re-reading %s", page.skip, gap)
     return gap
@@ -348,12 +347,14 @@ def _first_id(page: Page) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class Gap:
     """Ids that paging may have skipped: above ``after`` and below ``before`` (None: up to the
-    end of the catalog); ``skip`` is where the page that re-reads it starts."""
+    end of the catalog). ``skip`` is the offset where ``before`` was last seen (the end of the
+    catalog for None), where the page that re-reads the gap ends; or, ``forwards``, the offset
+    of ``after``, where that page starts."""
 
     after: int
     before: int | None
     skip: int
-    forwards: bool = False  # re-read from ``skip`` on, instead of the page ending at ``skip``
+    forwards: bool = False
 
     def __str__(self) -> str:
         upper = "the end" if self.before is None else f"product {self.before}"
