@@ -872,10 +872,11 @@ def check_trial(
     is_previous = after == previous
     run = last_run_after(db.engine, run_before)
     status = run.status if run is not None else None
-    is_source = _is_source(after, previous, start, end, plan)
+    is_source = committed = _is_source(after, previous, start, end, plan)
     # A partial run defers its deletions; a run killed after its commit may have been one.
     if not is_source and (status == "partial" or result.killed):
         is_source = _is_source(after, previous, start, end, plan, partial=True)
+        committed = not is_previous
     figures = Counter[str]()
     kept = set(previous) & set(start) & set(end)
     figures["lost"] = len(kept - set(after))
@@ -898,7 +899,7 @@ def check_trial(
     figures["unclean"] = int(unclean)
 
     if result.killed:
-        tally.outcomes["killed after its commit" if is_source else "killed before its commit"] += 1
+        tally.outcomes["killed after its commit" if committed else "killed before its commit"] += 1
     elif result.returncode == 0:
         tally.outcomes[
             "succeeded" if status == "succeeded" else "partial (deletions deferred)"
