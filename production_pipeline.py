@@ -60,8 +60,8 @@ from data_pipeline import (
 )
 from etl.bulk import (
     RowWriter,
+    bring_versions_in_step,
     clear_skus,
-    close_orphan_versions,
     create_staging_tables,
     delete_products,
     merge_staged_products,
@@ -185,10 +185,11 @@ def sync_products(
     # order they wrote in) is when the versions it writes begin and end.
     take_writer_lock(conn, options.lock_timeout)
     instant = dt.datetime.now(dt.UTC) if options.history else None
-    if instant is not None:
-        report.versions_closed = close_orphan_versions(conn, instant)
     # 2. The catalog as it was, then the API's products: new ones written, changed ones staged.
     index, skus = read_catalog(conn)
+    if instant is not None:
+        in_step = bring_versions_in_step(conn, len(index), run_id, instant)
+        report.versions_opened, report.versions_closed = in_step
     staging = create_staging_tables(conn)
     writer = RowWriter(conn)
     batch = _Batch(run_id, instant)
@@ -217,7 +218,7 @@ def sync_products(
     merge_staged_products(conn, staging, options.progress)
     # 5. History: the current versions of the products changed or deleted closed, new ones
     # opened (new products' first versions were opened as they were written).
-    report.versions_opened = batch.versions_opened
+    report.versions_opened += batch.versions_opened
     if instant is not None and (batch.staged or stale):
         opened, closed = write_versions(conn, staging, stale, run_id, instant)
         report.versions_opened += opened

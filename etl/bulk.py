@@ -254,7 +254,7 @@ def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
 # --- product history -----------------------------------------------------------------------
 #
 # A version is built from the catalog rows the sync has just written, by the database itself:
-# its children aggregated into JSON in index order (PostgreSQL: ``jsonb_agg ... ORDER BY
+# its children aggregated into JSON in index order (PostgreSQL: ``json_agg ... ORDER BY
 # position``; SQLite: ``json_group_array`` over the primary key's index, which yields the rows
 # in position order). On PostgreSQL the statements run on the writer's thread, while Python
 # transforms the next batch.
@@ -262,21 +262,31 @@ def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
 VERSIONED_COLUMNS = tuple(name for name in written_columns(Product) if name != "id")
 
 
-def close_orphan_versions(conn: Connection, instant: dt.datetime) -> int:
-    """Close the current versions of products the catalog no longer holds (deleted by a run
-    without history, or by hand), so that a new product never meets a current version.
-    Return how many were closed."""
+def bring_versions_in_step(
+    conn: Connection, catalog_size: int, run_id: int, instant: dt.datetime
+) -> tuple[int, int]:
+    """Make the history hold one current version per catalog product, if it does not: after a
+    run without history, a hand edit, or an upgrade to the first revision with history. The
+    current versions of products the catalog no longer holds are closed, and a product without
+    one gets one. A cheap count tells whether it is needed (every run with history keeps the
+    two equal), so a run on a history in step reads an index and writes nothing. Return how
+    many versions were opened and closed."""
     versions, products = _history_tables()[:2]
+    current = versions.c.valid_to.is_(None)
+    if conn.execute(select(func.count()).where(current)).scalar_one() == catalog_size:
+        return 0, 0
     held = select(products.c.id).where(products.c.id == versions.c.product_id).exists()
-    orphans = update(versions).where(versions.c.valid_to.is_(None), ~held)
-    return conn.execute(orphans.values(valid_to=instant)).rowcount
+    orphans = update(versions).where(current, ~held).values(valid_to=instant)
+    closed = conn.execute(orphans).rowcount
+    return open_versions(conn, None, run_id, instant), closed
 
 
 def open_versions(
-    conn: Connection, ids: Sequence[int] | Select[Any], run_id: int, instant: dt.datetime
+    conn: Connection, ids: Sequence[int] | Select[Any] | None, run_id: int, instant: dt.datetime
 ) -> int:
-    """Open a version, from ``instant`` on, of each product of ``ids`` that has no current
-    version: its catalog row and children as they are now. Return how many were opened."""
+    """Open a version, from ``instant`` on, of each product of ``ids`` (None: of the catalog)
+    that has no current version: its catalog row and children as they are now. Return how
+    many were opened."""
     versions, products = _history_tables()[:2]
     current = select(versions.c.product_id).where(
         versions.c.product_id == products.c.id, versions.c.valid_to.is_(None)
@@ -288,7 +298,9 @@ def open_versions(
         literal(run_id),
         *(products.c[name] for name in VERSIONED_COLUMNS),
         *_children_json(conn.dialect.name),
-    ).where(products.c.id.in_(ids), ~current.exists())
+    ).where(~current.exists())
+    if ids is not None:
+        rows = rows.where(products.c.id.in_(ids))
     names = ["product_id", "valid_from", "valid_to", "run_id", *VERSIONED_COLUMNS]
     statement = insert(versions).from_select([*names, "tags", "images", "reviews"], rows)
     return conn.execute(statement).rowcount
@@ -306,24 +318,18 @@ def write_versions(
     of every product merged whose content differs from it; then open the merged products' new
     versions. A product rewritten unchanged (``--rebuild``) keeps its version. Set-based, so a
     run's history costs a few statements. Return how many versions were opened and closed."""
-    versions, products = _history_tables()[:2]
+    versions, staged = _history_tables()[0], staging["products"]
     current = versions.c.valid_to.is_(None)
     close = update(versions).values(valid_to=instant)
-    merged = select(staging["products"].c.id)
-    stored_hash = (
-        select(products.c.content_hash)
-        .where(products.c.id == versions.c.product_id)
-        .scalar_subquery()
+    changed = (
+        versions.c.product_id == staged.c.id,
+        versions.c.content_hash != staged.c.content_hash,
     )
-    closed = conn.execute(
-        close.where(
-            current, versions.c.product_id.in_(merged), versions.c.content_hash != stored_hash
-        )
-    ).rowcount
+    closed = conn.execute(close.where(current, *changed)).rowcount  # UPDATE ... FROM the stage
     for start in range(0, len(deleted), chunk):
         batch = deleted[start : start + chunk]
         closed += conn.execute(close.where(current, versions.c.product_id.in_(batch))).rowcount
-    return open_versions(conn, merged, run_id, instant), closed
+    return open_versions(conn, select(staged.c.id), run_id, instant), closed
 
 
 def _history_tables() -> tuple[Table, ...]:
@@ -338,7 +344,7 @@ def _children_json(dialect: str) -> list[Any]:
     postgres = dialect == "postgresql"
     # SQLite stores an instant as naive UTC text: the offset makes it ISO-8601 again.
     date = reviews.c.date if postgres else type_coerce(reviews.c.date, Text()).concat("+00:00")
-    review = (func.jsonb_build_object if postgres else func.json_object)(
+    review = (func.json_build_object if postgres else func.json_object)(
         "rating",
         reviews.c.rating,
         "comment",
@@ -353,8 +359,8 @@ def _children_json(dialect: str) -> list[Any]:
     columns = []
     for table, value in ((tags, tags.c.tag), (images, images.c.url), (reviews, review)):
         if postgres:
-            aggregate = func.jsonb_agg(postgresql.aggregate_order_by(value, table.c.position))
-            empty: Any = literal_column("'[]'::jsonb")
+            aggregate = func.json_agg(postgresql.aggregate_order_by(value, table.c.position))
+            empty: Any = literal_column("'[]'::json")
         else:
             aggregate, empty = func.json_group_array(value), literal("[]")
         found = select(aggregate).where(table.c.product_id == products.c.id).scalar_subquery()

@@ -114,17 +114,44 @@ def test_a_sync_with_no_change_writes_no_version_and_a_deletion_only_closes(
     assert "history: 0 product version(s) opened, 1 closed" in capsys.readouterr().out
 
 
-def test_no_history_writes_no_version_and_history_resumes_with_the_next_change(
+def test_no_history_writes_no_version_and_the_next_run_brings_history_in_step(
+    fake_api: Any, database_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = fake_api(products=30)
+    assert sync(api, database_url) == 0
+    api.catalog.delete(7)
+    api.catalog.touch(3)
+    assert sync(api, database_url, "--no-history") == 0
+    with engine.connect() as conn:
+        assert versions_of(conn, 7)[-1].valid_to is None  # history did not see it go
+        assert len(versions_of(conn, 3)) == 1
+    api.catalog.add()  # product 31
+    capsys.readouterr()
+
+    _, after = timed_sync(api, database_url)
+
+    assert "history: 1 product version(s) opened, 1 closed" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert versions_of(conn, 7)[-1].valid_to is not None  # closed by the next run
+        assert len(versions_of(conn, 31)) == 1
+        assert len(versions_of(conn, 3)) == 1  # changed unseen: it shows at its next change
+    catalog = versioned_catalog(engine, after)
+    assert set(catalog) == set(database_catalog(engine))
+
+
+def test_history_begins_for_every_stored_product_at_the_first_run_that_keeps_it(
     fake_api: Any, database_url: str, engine: Engine
 ) -> None:
     api = fake_api(products=30)
-    assert sync(api, database_url, "--no-history") == 0
+    assert sync(api, database_url, "--no-history") == 0  # as a database before revision 0003
     assert all_versions(engine) == []
-    api.catalog.touch(3)
-    assert sync(api, database_url) == 0
-    with engine.connect() as conn:
-        assert [version.product_id for version in versions_of(conn, 3)] == [3]
-        assert versions_of(conn, 4) == []  # unchanged since history began
+
+    _, after = timed_sync(api, database_url)
+
+    assert versioned_catalog(engine, after) == served_catalog(api.url)
+    before = all_versions(engine)
+    assert sync(api, database_url) == 0  # in step now: nothing more to write
+    assert all_versions(engine) == before
 
 
 def test_a_rebuild_rewrites_products_but_opens_no_version(

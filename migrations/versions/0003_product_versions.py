@@ -1,8 +1,9 @@
 """Product history: every version of every product, as a type-2 slowly changing dimension.
 
-``product_versions`` holds a product's columns and its tags, images and reviews (JSON) as they
-were from ``valid_from`` until ``valid_to`` (NULL: current). The sync writes it from this
-revision on; a product already stored gets its first version when it next changes.
+``product_versions`` holds a product's columns and its tags, images and reviews (plain JSON on
+both databases) as they were from ``valid_from`` until ``valid_to`` (NULL: current). The sync
+writes it from this revision on; a product already stored gets its first version when it next
+changes.
 
 Revision ID: 0003
 Revises: 0002
@@ -24,7 +25,7 @@ depends_on = None
 
 
 def _json() -> sa.types.TypeEngine[Any]:
-    """JSON text on SQLite, JSONB on PostgreSQL."""
+    """JSON text on SQLite, JSONB on PostgreSQL (as ``products.extras``)."""
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
@@ -61,9 +62,9 @@ def upgrade() -> None:
         sa.Column("thumbnail", sa.Text(), nullable=True),
         sa.Column("content_hash", sa.BigInteger(), nullable=False),
         sa.Column("extras", _json(), nullable=True),
-        sa.Column("tags", _json(), nullable=False),
-        sa.Column("images", _json(), nullable=False),
-        sa.Column("reviews", _json(), nullable=False),
+        sa.Column("tags", sa.JSON(), nullable=False),
+        sa.Column("images", sa.JSON(), nullable=False),
+        sa.Column("reviews", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("product_id", "valid_from"),
     )
     op.create_index(
