@@ -60,12 +60,12 @@ from data_pipeline import (
 )
 from etl.bulk import (
     RowWriter,
-    bring_versions_in_step,
+    catch_up_versions,
     clear_skus,
     create_staging_tables,
     delete_products,
     merge_staged_products,
-    open_versions,
+    open_new_versions,
     take_writer_lock,
     unstage_products,
     write_versions,
@@ -187,9 +187,6 @@ def sync_products(
     instant = dt.datetime.now(dt.UTC) if options.history else None
     # 2. The catalog as it was, then the API's products: new ones written, changed ones staged.
     index, skus = read_catalog(conn)
-    if instant is not None:
-        in_step = bring_versions_in_step(conn, len(index), run_id, instant)
-        report.versions_opened, report.versions_closed = in_step
     staging = create_staging_tables(conn)
     writer = RowWriter(conn)
     batch = _Batch(run_id, instant)
@@ -217,12 +214,15 @@ def sync_products(
     clear_skus(conn, skus.releasing(refused))
     merge_staged_products(conn, staging, options.progress)
     # 5. History: the current versions of the products changed or deleted closed, new ones
-    # opened (new products' first versions were opened as they were written).
-    report.versions_opened += batch.versions_opened
-    if instant is not None and (batch.staged or stale):
-        opened, closed = write_versions(conn, staging, stale, run_id, instant)
-        report.versions_opened += opened
-        report.versions_closed += closed
+    # opened (new products' first versions were opened as they were written); then, if the
+    # history is not in step with the catalog (a run without it came between), it is brought so.
+    if instant is not None:
+        staged = staging["products"] if batch.staged else None
+        opened, closed = write_versions(conn, staged, stale, run_id, instant)
+        size = len(index) + report.stats.inserted - len(stale)
+        caught_up = catch_up_versions(conn, size, run_id, instant)
+        report.versions_opened = batch.versions_opened + opened + caught_up[0]
+        report.versions_closed = closed + caught_up[1]
     return report
 
 
@@ -377,10 +377,10 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
     if batch.instant is not None and batch.new:
         ids, run_id, instant = [rows.id for rows in batch.new], batch.run_id, batch.instant
 
-        def open_new_versions() -> None:
-            batch.versions_opened += open_versions(writer.conn, ids, run_id, instant)
+        def version_new_products() -> None:
+            batch.versions_opened += open_new_versions(writer.conn, ids, run_id, instant)
 
-        writer.submit(open_new_versions)
+        writer.submit(version_new_products)
     if batch.rejected:
         rejected = batch.rejected
 

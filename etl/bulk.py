@@ -262,23 +262,16 @@ def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
 VERSIONED_COLUMNS = tuple(name for name in written_columns(Product) if name != "id")
 
 
-def bring_versions_in_step(
-    conn: Connection, catalog_size: int, run_id: int, instant: dt.datetime
-) -> tuple[int, int]:
-    """Make the history hold one current version per catalog product, if it does not: after a
-    run without history, a hand edit, or an upgrade to the first revision with history. The
-    current versions of products the catalog no longer holds are closed, and a product without
-    one gets one. A cheap count tells whether it is needed (every run with history keeps the
-    two equal), so a run on a history in step reads an index and writes nothing. Return how
-    many versions were opened and closed."""
-    versions, products = _history_tables()[:2]
+def open_new_versions(
+    conn: Connection, ids: Sequence[int], run_id: int, instant: dt.datetime
+) -> int:
+    """Open the first versions of products new to the catalog. A current version one of them
+    still has belongs to a product deleted without history: it is closed first."""
+    versions = _history_tables()[0]
     current = versions.c.valid_to.is_(None)
-    if conn.execute(select(func.count()).where(current)).scalar_one() == catalog_size:
-        return 0, 0
-    held = select(products.c.id).where(products.c.id == versions.c.product_id).exists()
-    orphans = update(versions).where(current, ~held).values(valid_to=instant)
-    closed = conn.execute(orphans).rowcount
-    return open_versions(conn, None, run_id, instant), closed
+    stale = update(versions).where(current, versions.c.product_id.in_(ids))
+    conn.execute(stale.values(valid_to=instant))
+    return open_versions(conn, ids, run_id, instant)
 
 
 def open_versions(
@@ -308,28 +301,51 @@ def open_versions(
 
 def write_versions(
     conn: Connection,
-    staging: dict[str, Table],
+    staged: Table | None,
     deleted: Sequence[int],
     run_id: int,
     instant: dt.datetime,
     chunk: int = 500,
 ) -> tuple[int, int]:
     """After the merge: close at ``instant`` the current version of every product deleted, and
-    of every product merged whose content differs from it; then open the merged products' new
-    versions. A product rewritten unchanged (``--rebuild``) keeps its version. Set-based, so a
-    run's history costs a few statements. Return how many versions were opened and closed."""
-    versions, staged = _history_tables()[0], staging["products"]
+    of every product merged from ``staged`` whose content differs from it; then open the merged
+    products' new versions. A product rewritten unchanged (``--rebuild``) keeps its version.
+    Set-based, so a run's history costs a few statements. Return how many versions were opened
+    and closed."""
+    versions = _history_tables()[0]
     current = versions.c.valid_to.is_(None)
     close = update(versions).values(valid_to=instant)
-    changed = (
-        versions.c.product_id == staged.c.id,
-        versions.c.content_hash != staged.c.content_hash,
-    )
-    closed = conn.execute(close.where(current, *changed)).rowcount  # UPDATE ... FROM the stage
+    closed = 0
+    if staged is not None:
+        changed = (
+            versions.c.product_id == staged.c.id,
+            versions.c.content_hash != staged.c.content_hash,
+        )
+        closed += conn.execute(close.where(current, *changed)).rowcount  # UPDATE ... FROM
     for start in range(0, len(deleted), chunk):
         batch = deleted[start : start + chunk]
         closed += conn.execute(close.where(current, versions.c.product_id.in_(batch))).rowcount
-    return open_versions(conn, select(staged.c.id), run_id, instant), closed
+    opened = 0 if staged is None else open_versions(conn, select(staged.c.id), run_id, instant)
+    return opened, closed
+
+
+def catch_up_versions(
+    conn: Connection, catalog_size: int, run_id: int, instant: dt.datetime
+) -> tuple[int, int]:
+    """Make the history hold one current version per catalog product, if it does not: after a
+    run without history, a hand edit, or an upgrade to the first revision with history. The
+    current versions of products the catalog no longer holds are closed, and each product
+    without one gets one. A count on the current versions' index tells whether it is needed
+    (every run with history keeps the two equal), so a history in step costs one read. Return
+    how many versions were opened and closed."""
+    versions, products = _history_tables()[:2]
+    current = versions.c.valid_to.is_(None)
+    if conn.execute(select(func.count()).where(current)).scalar_one() == catalog_size:
+        return 0, 0
+    held = select(products.c.id).where(products.c.id == versions.c.product_id).exists()
+    orphans = update(versions).where(current, ~held).values(valid_to=instant)
+    closed = conn.execute(orphans).rowcount
+    return open_versions(conn, None, run_id, instant), closed
 
 
 def _history_tables() -> tuple[Table, ...]:
