@@ -33,6 +33,8 @@ OUTPUTS = {
     "sync_before_drift": "bench_sync-2d4d540-before-drift.txt",
     "sync_drift": "bench_sync-cb04958-drift.txt",
     "scale": "bench_scale-3x100k.txt",
+    "sync_history": "bench_sync-31d8e4b-history-postgresql.txt",
+    "sync_history_sqlite": "bench_sync-31d8e4b-history-sqlite.txt",
 }
 
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
@@ -69,6 +71,10 @@ TARGETS = {
     "initial load speed-up over the naive ORM upsert": "naive_speedup",
     "speed-up at concurrency 8 over sequential": "speedup_c8",
     "wall time ÷ ideal at concurrency 8": "ideal_c8",
+    "history on ÷ off, initial load": "history_initial",
+    "history on ÷ off, 10% changed + 1% removed": "history_changed",
+    "history on ÷ off, no-change re-sync": "history_nochange",
+    "version rows written by the no-change re-sync": "history_written",
 }
 
 
@@ -127,11 +133,25 @@ def bench_sync_figures(text: str) -> dict[str, str]:
         target = re.match(TARGET_LINE, line)
         if target and target.group(1) in TARGETS:
             add_range(figures, f"target.{TARGETS[target.group(1)]}@{n}", target.group(2))
+        figures.update(versions_figures(line, n))
         info = re.match(rf"\s+info ({'|'.join(INFO_LINES)}), (.+): (.+)$", line)
         if info:
             kind, scenario = INFO_LINES[info.group(1)], SCENARIOS[info.group(2)]
             add_range(figures, f"info.{kind}.{scenario}@{n}", info.group(3))
     return figures
+
+
+def versions_figures(line: str, n: int) -> dict[str, str]:
+    """``versions.bytes@<n>`` (a version's size) and ``versions.growth@<n>`` (per changed
+    product), from bench_sync's line on the versions table."""
+    sizes = re.match(
+        rf"\s+info product_versions after the initial load: ({NUMBER}) .*: ({NUMBER}) "
+        r"\[.* B per changed product$",
+        line,
+    )
+    if sizes is None:
+        return {}
+    return {f"versions.bytes@{n}": sizes.group(1), f"versions.growth@{n}": sizes.group(2)}
 
 
 def bench_extract_figures(text: str) -> dict[str, str]:
