@@ -35,6 +35,7 @@ OUTPUTS = {
     "scale": "bench_scale-3x100k.txt",
     "sync_history": "bench_sync-31d8e4b-history-postgresql.txt",
     "sync_history_sqlite": "bench_sync-31d8e4b-history-sqlite.txt",
+    "sync_history_quiet": "bench_sync-d12fc5d-history-postgresql.txt",
 }
 
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
