@@ -9,6 +9,7 @@ never see each other's tables and a shared server is never wiped.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,12 @@ from sqlalchemy.engine import make_url
 from models import create_schema, make_engine
 from tools.local_api import FakeDummyJson
 from tools.throwaway_postgres import postgres_server
+
+# Some tests stop a child process with SIGINT, as Ctrl-C would. A test run started in the
+# background by a non-interactive shell (`cmd &`) ignores SIGINT, and a child would inherit that
+# and never see it; Python's own handler in this process makes children start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
