@@ -36,6 +36,7 @@ OUTPUTS = {
     "sync_history": "bench_sync-31d8e4b-history-postgresql.txt",
     "sync_history_sqlite": "bench_sync-31d8e4b-history-sqlite.txt",
     "sync_history_quiet": "bench_sync-d12fc5d-history-postgresql.txt",
+    "sync_history_idle": "bench_sync-0770c98-history-idle.txt",
 }
 
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
