@@ -46,6 +46,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from dotenv import dotenv_values
 from sqlalchemy import (
     JSON,
@@ -550,7 +551,7 @@ def check_schema(conn: Connection) -> SchemaCheck:
         return SchemaCheck(SchemaState.CURRENT, revision)
     try:
         _scripts().get_revision(revision)
-    except Exception:  # noqa: BLE001 (Alembic raises several kinds for an unknown revision)
+    except CommandError:  # an unknown revision: "Can't locate revision identified by ..."
         return SchemaCheck(
             SchemaState.NEWER,
             revision,
