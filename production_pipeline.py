@@ -59,13 +59,15 @@ from data_pipeline import (
     transform_product,
 )
 from etl.bulk import (
+    HistoryGaps,
     RowWriter,
-    catch_up_versions,
     clear_skus,
+    close_orphaned_versions,
     create_staging_tables,
     delete_products,
+    history_gaps,
     merge_staged_products,
-    open_new_versions,
+    open_versions,
     take_writer_lock,
     unstage_products,
     write_versions,
@@ -185,8 +187,10 @@ def sync_products(
     # order they wrote in) is when the versions it writes begin and end.
     take_writer_lock(conn, options.lock_timeout)
     instant = dt.datetime.now(dt.UTC) if options.history else None
-    # 2. The catalog as it was, then the API's products: new ones written, changed ones staged.
+    # 2. The catalog as it was, then the API's products: new ones written (with their first
+    # versions when the run keeps history), changed ones staged.
     index, skus = read_catalog(conn)
+    gaps = _history_ready(conn, len(index), instant, report)
     staging = create_staging_tables(conn)
     writer = RowWriter(conn)
     batch = _Batch(run_id, instant)
@@ -213,17 +217,31 @@ def sync_products(
     log.info("merging %d changed products", report.stats.updated)
     clear_skus(conn, skus.releasing(refused))
     merge_staged_products(conn, staging, options.progress)
-    # 5. History: the current versions of the products changed or deleted closed, new ones
-    # opened (new products' first versions were opened as they were written); then, if the
-    # history is not in step with the catalog (a run without it came between), it is brought so.
+    # 5. History: the current versions of the products changed or deleted closed, and the
+    # changed products' new versions opened (new products' were opened as they were written);
+    # then the products a run without history left unversioned get their first version.
     if instant is not None:
-        staged = staging["products"] if batch.staged else None
-        opened, closed = write_versions(conn, staged, stale, run_id, instant)
-        size = len(index) + report.stats.inserted - len(stale)
-        caught_up = catch_up_versions(conn, size, run_id, instant)
-        report.versions_opened = batch.versions_opened + opened + caught_up[0]
-        report.versions_closed = closed + caught_up[1]
+        opened, closed = write_versions(conn, staging, stale, run_id, instant)
+        if gaps.unversioned:
+            opened += open_versions(conn, run_id, instant)
+        report.versions_opened += opened + batch.versions_opened
+        report.versions_closed += closed
     return report
+
+
+def _history_ready(
+    conn: Connection, catalog_size: int, instant: dt.datetime | None, report: SyncReport
+) -> HistoryGaps:
+    """Before a run with history: find where a run without it left the history out of step
+    with the catalog, and close the versions of the products it deleted (so that one back in
+    the source is versioned anew). The products it left without a version get theirs at the
+    end of the run."""
+    if instant is None:
+        return HistoryGaps(orphaned=0, unversioned=0)
+    gaps = history_gaps(conn, catalog_size)
+    if gaps.orphaned:
+        report.versions_closed += close_orphaned_versions(conn, instant)
+    return gaps
 
 
 def _stream(
@@ -362,7 +380,6 @@ class _Batch:
     new: list[ProductRows] = field(default_factory=list)
     changed: list[ProductRows] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    staged: int = 0  # products staged so far
     versions_opened: int = 0  # new products' versions opened so far
 
     def __len__(self) -> int:
@@ -373,12 +390,11 @@ def _flush(writer: RowWriter, staging: dict[str, Table], batch: _Batch) -> None:
     """Write a batch: new products into the catalog, changed into staging, rejections aside."""
     _write_products(writer, Base.metadata.tables, batch.new)
     _write_products(writer, staging, batch.changed)
-    batch.staged += len(batch.changed)
     if batch.instant is not None and batch.new:
         ids, run_id, instant = [rows.id for rows in batch.new], batch.run_id, batch.instant
 
         def version_new_products() -> None:
-            batch.versions_opened += open_new_versions(writer.conn, ids, run_id, instant)
+            batch.versions_opened += open_versions(writer.conn, run_id, instant, among=ids)
 
         writer.submit(version_new_products)
     if batch.rejected:

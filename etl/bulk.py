@@ -13,7 +13,8 @@ import json
 import queue
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -21,10 +22,14 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
+    Float,
+    Index,
+    Integer,
     MetaData,
-    Select,
     Table,
     Text,
+    any_,
+    cast,
     delete,
     func,
     insert,
@@ -38,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ColumnElement, Executable
 from tqdm import tqdm
 
 from etl.errors import SyncLocked
@@ -254,33 +259,86 @@ def clear_skus(conn: Connection, ids: Sequence[int], chunk: int = 500) -> None:
 # --- product history -----------------------------------------------------------------------
 #
 # A version is built from the catalog rows the sync has just written, by the database itself:
-# its children aggregated into JSON in index order (PostgreSQL: ``json_agg ... ORDER BY
+# its children aggregated into JSON in position order (PostgreSQL: ``json_agg ... ORDER BY
 # position``; SQLite: ``json_group_array`` over the primary key's index, which yields the rows
-# in position order). On PostgreSQL the statements run on the writer's thread, while Python
-# transforms the next batch.
+# in position order). New products' versions are opened batch by batch on the writer's thread
+# (PostgreSQL), while Python transforms the next batch; changed products' after the merge.
 
 VERSIONED_COLUMNS = tuple(name for name in written_columns(Product) if name != "id")
 
 
-def open_new_versions(
-    conn: Connection, ids: Sequence[int], run_id: int, instant: dt.datetime
-) -> int:
-    """Open the first versions of products new to the catalog. A current version one of them
-    still has belongs to a product deleted without history: it is closed first."""
-    versions = _history_tables()[0]
+@dataclass(frozen=True)
+class HistoryGaps:
+    """How the current versions differ from the catalog. Every run with history keeps both
+    zero; a run without it can leave a deleted product's version current (an orphan) or
+    insert a product without a version."""
+
+    orphaned: int  # current versions of products the catalog no longer holds
+    unversioned: int  # catalog products without a current version
+
+
+def history_gaps(conn: Connection, catalog_size: int) -> HistoryGaps:
+    """Count the gaps: two counts over the current versions' index, one joined to products."""
+    versions, products = _history_tables()[:2]
     current = versions.c.valid_to.is_(None)
-    stale = update(versions).where(current, versions.c.product_id.in_(ids))
-    conn.execute(stale.values(valid_to=instant))
-    return open_versions(conn, ids, run_id, instant)
+    total = conn.execute(select(func.count()).where(current)).scalar_one()
+    joined = versions.join(products, products.c.id == versions.c.product_id)
+    held = conn.execute(select(func.count()).select_from(joined).where(current)).scalar_one()
+    return HistoryGaps(orphaned=total - held, unversioned=catalog_size - held)
+
+
+def close_orphaned_versions(conn: Connection, instant: dt.datetime) -> int:
+    """Close at ``instant`` the current versions of products the catalog no longer holds, so
+    that such a product, back in the source, can be versioned anew."""
+    versions, products = _history_tables()[:2]
+    held = select(products.c.id).where(products.c.id == versions.c.product_id).exists()
+    orphaned = update(versions).where(versions.c.valid_to.is_(None), ~held)
+    return conn.execute(orphaned.values(valid_to=instant)).rowcount
+
+
+def write_versions(
+    conn: Connection,
+    staging: Mapping[str, Table],
+    deleted: Sequence[int],
+    run_id: int,
+    instant: dt.datetime,
+    chunk: int = 500,
+) -> tuple[int, int]:
+    """After the merge: close at ``instant`` the current version of every product deleted, and
+    of every staged product whose content differs from it; then open the staged products'
+    versions where none is current. A product rewritten unchanged (``--rebuild``) keeps its
+    version. Set-based, so a run's history costs a few statements. Return how many versions
+    were opened and closed."""
+    versions, staged = _history_tables()[0], staging["products"]
+    current = versions.c.valid_to.is_(None)
+    close = update(versions).values(valid_to=instant)
+    changed = (
+        versions.c.product_id == staged.c.id,
+        versions.c.content_hash != staged.c.content_hash,
+    )
+    closed = conn.execute(close.where(current, *changed)).rowcount  # UPDATE ... FROM
+    for start in range(0, len(deleted), chunk):
+        batch = deleted[start : start + chunk]
+        closed += conn.execute(close.where(current, versions.c.product_id.in_(batch))).rowcount
+    # Built from staging, which holds exactly what was merged: the catalog's children tables,
+    # just rewritten, are full of dead rows that every lookup would step over.
+    for model in CHILD_MODELS:
+        children = staging[model.__tablename__]
+        Index(f"{children.name}_key", children.c.product_id, children.c.position).create(conn)
+    return open_versions(conn, run_id, instant, tables=staging), closed
 
 
 def open_versions(
-    conn: Connection, ids: Sequence[int] | Select[Any] | None, run_id: int, instant: dt.datetime
+    conn: Connection,
+    run_id: int,
+    instant: dt.datetime,
+    among: Sequence[int] | None = None,
+    tables: Mapping[str, Table] = Base.metadata.tables,
 ) -> int:
-    """Open a version, from ``instant`` on, of each product of ``ids`` (None: of the catalog)
-    that has no current version: its catalog row and children as they are now. Return how
-    many were opened."""
-    versions, products = _history_tables()[:2]
+    """Open a version, from ``instant`` on, of each product in ``tables`` (the catalog, or
+    staging shaped like it; ``among`` these ids only, if given) that has no current version:
+    its row and children as they are there. Return how many were opened."""
+    versions, products = _history_tables()[0], tables["products"]
     current = select(versions.c.product_id).where(
         versions.c.product_id == products.c.id, versions.c.valid_to.is_(None)
     )
@@ -290,62 +348,21 @@ def open_versions(
         literal(None, UtcDateTime()),
         literal(run_id),
         *(products.c[name] for name in VERSIONED_COLUMNS),
-        *_children_json(conn.dialect.name),
+        *_children_json(tables, conn.dialect.name),
     ).where(~current.exists())
-    if ids is not None:
-        rows = rows.where(products.c.id.in_(ids))
+    if among is not None:
+        rows = rows.where(_one_of(products.c.id, among, conn.dialect.name))
     names = ["product_id", "valid_from", "valid_to", "run_id", *VERSIONED_COLUMNS]
     statement = insert(versions).from_select([*names, "tags", "images", "reviews"], rows)
     return conn.execute(statement).rowcount
 
 
-def write_versions(
-    conn: Connection,
-    staged: Table | None,
-    deleted: Sequence[int],
-    run_id: int,
-    instant: dt.datetime,
-    chunk: int = 500,
-) -> tuple[int, int]:
-    """After the merge: close at ``instant`` the current version of every product deleted, and
-    of every product merged from ``staged`` whose content differs from it; then open the merged
-    products' new versions. A product rewritten unchanged (``--rebuild``) keeps its version.
-    Set-based, so a run's history costs a few statements. Return how many versions were opened
-    and closed."""
-    versions = _history_tables()[0]
-    current = versions.c.valid_to.is_(None)
-    close = update(versions).values(valid_to=instant)
-    closed = 0
-    if staged is not None:
-        changed = (
-            versions.c.product_id == staged.c.id,
-            versions.c.content_hash != staged.c.content_hash,
-        )
-        closed += conn.execute(close.where(current, *changed)).rowcount  # UPDATE ... FROM
-    for start in range(0, len(deleted), chunk):
-        batch = deleted[start : start + chunk]
-        closed += conn.execute(close.where(current, versions.c.product_id.in_(batch))).rowcount
-    opened = 0 if staged is None else open_versions(conn, select(staged.c.id), run_id, instant)
-    return opened, closed
-
-
-def catch_up_versions(
-    conn: Connection, catalog_size: int, run_id: int, instant: dt.datetime
-) -> tuple[int, int]:
-    """Make the history hold one current version per catalog product, if it does not: after a
-    run without history, a hand edit, or an upgrade to the first revision with history. The
-    current versions of products the catalog no longer holds are closed, and each product
-    without one gets one. A count on the current versions' index tells whether it is needed
-    (every run with history keeps the two equal), so a history in step costs one read. Return
-    how many versions were opened and closed."""
-    versions, products = _history_tables()[:2]
-    current = versions.c.valid_to.is_(None)
-    if conn.execute(select(func.count()).where(current)).scalar_one() == catalog_size:
-        return 0, 0
-    held = select(products.c.id).where(products.c.id == versions.c.product_id).exists()
-    orphans = update(versions).where(current, ~held).values(valid_to=instant)
-    closed = conn.execute(orphans).rowcount
-    return open_versions(conn, None, run_id, instant), closed
+def _one_of(column: Column[int], ids: Sequence[int], dialect: str) -> ColumnElement[bool]:
+    """``column`` is one of ``ids``: on PostgreSQL one array parameter (``= ANY``), as a
+    thousand-item ``IN`` list is a thousand parameters to bind and plan; an ``IN`` on SQLite."""
+    if dialect == "postgresql":
+        return column == any_(literal(list(ids), postgresql.ARRAY(Integer)))
+    return column.in_(ids)
 
 
 def _history_tables() -> tuple[Table, ...]:
@@ -354,15 +371,23 @@ def _history_tables() -> tuple[Table, ...]:
     return tuple(tables[name] for name in ("product_versions", *CATALOG_TABLES))
 
 
-def _children_json(dialect: str) -> list[Any]:
-    """Per product row, its tags, images and reviews as JSON arrays in position order."""
-    _, products, tags, images, reviews = _history_tables()
+def _children_json(tables: Mapping[str, Table], dialect: str) -> list[Any]:
+    """Per product row, its tags, images and reviews as JSON arrays in position order, read
+    through their ``(product_id, position)`` index. A review's rating is a JSON number, its
+    date ISO-8601 in UTC to the microsecond on both databases."""
+    products = tables["products"]
+    tags, images, reviews = (tables[name] for name in CATALOG_TABLES[1:])
     postgres = dialect == "postgresql"
-    # SQLite stores an instant as naive UTC text: the offset makes it ISO-8601 again.
-    date = reviews.c.date if postgres else type_coerce(reviews.c.date, Text()).concat("+00:00")
+    if postgres:
+        rating: Any = cast(reviews.c.rating, Float())
+        utc = func.timezone("UTC", reviews.c.date)
+        date: Any = func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS.US').concat("+00:00")
+    else:  # SQLite stores an instant as naive UTC text, to the microsecond
+        rating = reviews.c.rating
+        date = func.replace(type_coerce(reviews.c.date, Text()), " ", "T").concat("+00:00")
     review = (func.json_build_object if postgres else func.json_object)(
         "rating",
-        reviews.c.rating,
+        rating,
         "comment",
         reviews.c.comment,
         "date",
@@ -377,7 +402,7 @@ def _children_json(dialect: str) -> list[Any]:
         if postgres:
             aggregate = func.json_agg(postgresql.aggregate_order_by(value, table.c.position))
             empty: Any = literal_column("'[]'::json")
-        else:
+        else:  # json_group_array takes the rows in the order the index yields them
             aggregate, empty = func.json_group_array(value), literal("[]")
         found = select(aggregate).where(table.c.product_id == products.c.id).scalar_subquery()
         columns.append(func.coalesce(found, empty))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import re
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 import production_pipeline
@@ -24,6 +25,8 @@ from tests.cli import exit_status
 from tools.catalog_state import database_catalog, served_catalog, versioned_catalog
 from tools.local_api import FakeDummyJson
 
+# A review's date in a version: ISO-8601 in UTC, to the microsecond.
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 FAST = ["--max-retries", "1", "--connect-timeout", "2", "--read-timeout", "5", "--rate-limit", "0"]
 
 
@@ -137,6 +140,58 @@ def test_no_history_writes_no_version_and_the_next_run_brings_history_in_step(
         assert len(versions_of(conn, 3)) == 1  # changed unseen: it shows at its next change
     catalog = versioned_catalog(engine, after)
     assert set(catalog) == set(database_catalog(engine))
+
+
+def test_a_run_without_history_that_swaps_products_is_caught_up_by_the_next(
+    fake_api: Any, database_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Product 7 leaves and 31 arrives in a run without history: as many current versions as
+    # products, yet one belongs to no product and one product has none.
+    api = fake_api(products=30)
+    assert sync(api, database_url) == 0
+    seven = api.catalog.get(7)
+    assert seven is not None
+    api.catalog.delete(7)
+    api.catalog.add()  # product 31
+    assert sync(api, database_url, "--no-history") == 0
+    api.catalog.put(seven)  # and 7 comes back
+    capsys.readouterr()
+
+    _, after = timed_sync(api, database_url)
+
+    assert "history: 2 product version(s) opened, 1 closed" in capsys.readouterr().out
+    with engine.connect() as conn:
+        first, second = versions_of(conn, 7)
+        assert first.valid_to == second.valid_from and second.valid_to is None
+        assert len(versions_of(conn, 31)) == 1
+    assert versioned_catalog(engine, after) == served_catalog(api.url)
+
+
+def test_the_catch_up_builds_the_same_versions_as_the_runs_that_wrote_the_products(
+    fake_api: Any, database_url: str, engine: Engine
+) -> None:
+    # A run opens versions batch by batch as it writes; the catch-up after runs without
+    # history opens them all at once. Both must hold the same document, in one stable form.
+    api = fake_api(products=30)
+    assert sync(api, database_url) == 0
+    written_by_the_run = version_documents(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(ProductVersion))
+
+    assert sync(api, database_url) == 0  # every product unversioned: caught up
+
+    assert version_documents(engine) == written_by_the_run
+    reviews = [review for document in written_by_the_run.values() for review in document[-1]]
+    assert reviews and all(ISO_UTC.fullmatch(review["date"]) for review in reviews)
+
+
+def version_documents(engine: Engine) -> dict[int, tuple[Any, ...]]:
+    """Each product's current version, all but when it began and the run that wrote it."""
+    versions = ProductVersion.__table__
+    kept = [c for c in versions.columns if c.name not in ("product_id", "valid_from", "run_id")]
+    with engine.connect() as conn:
+        query = select(versions.c.product_id, *kept).where(versions.c.valid_to.is_(None))
+        return {row[0]: tuple(row[1:]) for row in conn.execute(query)}
 
 
 def test_history_begins_for_every_stored_product_at_the_first_run_that_keeps_it(
