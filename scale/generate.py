@@ -22,11 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +45,7 @@ MEMBER_PERCENT = 80  # each source sells about this share of the universe
 GONE_PERCENT = 1  # of a source's offers, removed in each later run
 CHANGED_PERCENT = 10  # of a source's offers, changed in each later run
 NEW_PERCENT = 1  # of the universe, added in each later run
+CHUNK_IDS = 10_000  # product ids per unit of parallel work
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ SOURCES = (
 
 def gtin_check_digit(body: str) -> int:
     """The GS1 check digit of a GTIN body: weights 3, 1, 3, ... from the rightmost digit."""
-    total = sum(int(digit) * (3 if i % 2 == 0 else 1) for i, digit in enumerate(reversed(body)))
+    digits = [int(digit) for digit in reversed(body)]
+    total = 3 * sum(digits[0::2]) + sum(digits[1::2])
     return (10 - total % 10) % 10
 
 
@@ -71,10 +78,10 @@ def gtin13(product_id: int) -> str:
     return body + str(gtin_check_digit(body))
 
 
-def _roll(*key: Any) -> int:
-    """A deterministic number in 0..99 for a key (a tuple of ints and strings hashes the same
-    in every process only for ints, so strings are turned into their position first)."""
-    return hash(tuple(k if isinstance(k, int) else sum(map(ord, k)) * 131 for k in key)) % 100
+def _roll(*key: int) -> int:
+    """A deterministic number in 0..99 for a key of ints (a tuple of ints hashes the same in
+    every process; one holding strings would not, PYTHONHASHSEED salts them)."""
+    return hash(key) % 100
 
 
 def universe_size(products: int, run: int) -> int:
@@ -148,50 +155,90 @@ def offer_record(seed: int, source: SourceProfile, product: dict[str, Any], vari
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-def source_lines(
-    seed: int, sources: Sequence[SourceProfile], products: int, run: int
-) -> Iterator[tuple[SourceProfile, str]]:
-    """Every (source, JSON line) of a run, product by product (one product in memory at once)."""
-    for product_id in range(1, universe_size(products, run) + 1):
-        product: dict[str, Any] | None = None
+def product_lines(
+    seed: int, sources: Sequence[SourceProfile], products: int, runs: int, product_id: int
+) -> Iterator[tuple[str, int, str]]:
+    """Every (source id, run, JSON line) for one product, over all runs: the product is built
+    once, and an offer that did not change between runs is encoded once."""
+    product: dict[str, Any] | None = None
+    encoded: dict[tuple[str, int], str] = {}  # (source id, variant) -> line
+    for run in range(1, runs + 1):
+        if product_id > universe_size(products, run):
+            continue
         for source in sources:
             variant = offer_state(seed, source, product_id, run)
             if variant is None:
                 continue
-            product = product or make_product(product_id, seed)
-            line = offer_record(seed, source, product, variant)
-            yield source, line
+            line = encoded.get((source.source_id, variant))
+            if line is None:
+                product = product or make_product(product_id, seed)
+                line = offer_record(seed, source, product, variant)
+                encoded[source.source_id, variant] = line
+            yield source.source_id, run, line
             shifted = _roll(seed, 2, product_id, run, 4) == 0
             if source.priority == 2 and shifted and _roll(seed, 2, product_id, run, 5) < 10:
-                yield source, line  # a shifted page: the same record twice (0.1%)
+                yield source.source_id, run, line  # a shifted page: the same record twice (0.1%)
+
+
+def chunk_text(
+    seed: int, sources: Sequence[SourceProfile], products: int, runs: int, ids: range
+) -> dict[tuple[str, int], tuple[str, int]]:
+    """The lines a range of product ids contributes to each (source id, run) file, as one text
+    and its line count: one large write per file and chunk, cheap to hand between processes."""
+    lines: dict[tuple[str, int], list[str]] = {}
+    for product_id in ids:
+        for source_id, run, line in product_lines(seed, sources, products, runs, product_id):
+            lines.setdefault((source_id, run), []).append(line)
+    return {key: ("".join(f"{line}\n" for line in found), len(found))
+            for key, found in lines.items()}  # fmt: skip
+
+
+def chunk_ranges(products: int, runs: int) -> list[range]:
+    """The universe's product ids (as large as the last run's) in chunks of ``CHUNK_IDS``."""
+    last = universe_size(products, runs)
+    return [range(first, min(first + CHUNK_IDS, last + 1))
+            for first in range(1, last + 1, CHUNK_IDS)]  # fmt: skip
 
 
 def generate(out: Path, products: int, runs: int, seed: int, sources: int = 3) -> list[Manifest]:
-    """Write runs 1..``runs`` of the first ``sources`` sources; return their manifests."""
+    """Write runs 1..``runs`` of the first ``sources`` sources; return their manifests.
+
+    Product ids are generated in chunks, in parallel on every core when there is more than one
+    chunk, and written in id order, so the bytes do not depend on the number of processes."""
+    started = time.perf_counter()
     profiles = SOURCES[:sources]
+    keys = [(p.source_id, run) for run in range(1, runs + 1) for p in profiles]
+    folders = {(s, run): out / f"source={s}" / f"run={run}" for s, run in keys}
+    counts = dict.fromkeys(keys, 0)
+    work = partial(chunk_text, seed, profiles, products, runs)
+    ranges = chunk_ranges(products, runs)
+    with ExitStack() as stack:
+        files: dict[tuple[str, int], TextIO] = {}
+        for key, folder in folders.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "manifest.json").unlink(missing_ok=True)
+            files[key] = stack.enter_context(
+                (folder / "part-00000.jsonl").open("w", encoding="utf-8")
+            )
+        chunks: Iterator[dict[tuple[str, int], tuple[str, int]]] = map(work, ranges)
+        if len(ranges) > 1:
+            # spawn, not fork: the caller may hold threads (a Spark gateway in the tests).
+            pool = ProcessPoolExecutor(os.cpu_count(), mp_context=get_context("spawn"))
+            chunks = stack.enter_context(pool).map(work, ranges)
+        for done, chunk in enumerate(chunks, start=1):
+            for key, (text, lines) in chunk.items():
+                files[key].write(text)
+                counts[key] += lines
+            log.debug("chunk %d of %d written", done, len(ranges))
     manifests = []
     for run in range(1, runs + 1):
-        started = time.perf_counter()
-        folders = {p.source_id: out / f"source={p.source_id}" / f"run={run}" for p in profiles}
-        files: dict[str, TextIO] = {}
-        counts = dict.fromkeys(folders, 0)
-        try:
-            for source_id, folder in folders.items():
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "manifest.json").unlink(missing_ok=True)
-                files[source_id] = (folder / "part-00000.jsonl").open("w", encoding="utf-8")
-            for source, line in source_lines(seed, profiles, products, run):
-                files[source.source_id].write(line + "\n")
-                counts[source.source_id] += 1
-        finally:
-            for file in files.values():
-                file.close()
         for profile in profiles:
-            manifest = Manifest(profile.source_id, run, True, counts[profile.source_id],
-                                profile.priority)  # fmt: skip
-            write_manifest(folders[profile.source_id], manifest)
+            key = (profile.source_id, run)
+            manifest = Manifest(profile.source_id, run, True, counts[key], profile.priority)
+            write_manifest(folders[key], manifest)
             manifests.append(manifest)
-        log.info("run %d: %s in %.1f s", run, counts, time.perf_counter() - started)
+        log.info("run %d: %s", run, {s: n for (s, r), n in counts.items() if r == run})
+    log.info("generated %d runs in %.1f s", runs, time.perf_counter() - started)
     return manifests
 
 

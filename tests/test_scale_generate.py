@@ -71,6 +71,20 @@ def test_the_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:
         assert part.read_bytes() == twin.read_bytes()
 
 
+def test_chunks_written_by_a_pool_of_processes_give_the_bytes_of_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate.generate(tmp_path / "one", 300, runs=2, seed=4)
+    monkeypatch.setattr(generate, "CHUNK_IDS", 70)
+    assert len(generate.chunk_ranges(300, 2)) > 2
+    generate.generate(tmp_path / "pool", 300, runs=2, seed=4)
+    parts = sorted((tmp_path / "one").rglob("*.json*"))
+    assert len(parts) == 12
+    for part in parts:
+        twin = tmp_path / "pool" / part.relative_to(tmp_path / "one")
+        assert part.read_bytes() == twin.read_bytes()
+
+
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
     assert exit_status(generate.main, ["--out", str(tmp_path), "--sources", "4"]) == 2
     assert exit_status(generate.main, ["--products", "1"]) == 2  # --out is required
