@@ -11,6 +11,8 @@ staleness windows, images and reviews (R-S6, R-S7), golden merges and splits (R-
 
 from __future__ import annotations
 
+import unicodedata
+from functools import cache
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, Window, WindowSpec
@@ -53,10 +55,37 @@ def normalise_gtin(gtin: Column) -> Column:
     return F.when(is_key, padded)
 
 
+@cache
+def accent_table() -> tuple[str, str]:
+    """``translate``'s two strings: each character of the Basic Multilingual Plane whose NFKD
+    form without combining marks is one other character (``É`` -> ``E``, full-width ``\\uff25`` ->
+    ``E``), and that character. Built once from Python's ``unicodedata`` on the driver."""
+    found, plain = [], []
+    for code in range(0x80, 0x10000):
+        char = chr(code)
+        if 0xD800 <= code < 0xE000 or unicodedata.combining(char):
+            continue
+        decomposed = unicodedata.normalize("NFKD", char)
+        stripped = "".join(part for part in decomposed if not unicodedata.combining(part))
+        if len(stripped) == 1 and stripped != char:
+            found.append(char)
+            plain.append(stripped)
+    return "".join(found), "".join(plain)
+
+
 def normalise_text(text: Column) -> Column:
-    """``brand_norm``/``title_norm``: lower case, every run of characters that are not letters or
-    digits one space, trimmed (Spark SQL has no NFKD, so accents stay: "Crème" != "Creme")."""
-    return F.trim(F.regexp_replace(F.lower(text), r"[^\p{L}\p{N}]+", " "))
+    """``brand_norm``/``title_norm`` (§4.2): NFKD with combining marks removed, lower case, a
+    number split from the unit after it, every run of characters that are not letters or digits
+    one space, trimmed; so "Crème Brûlée, 250g" and "Creme brulee 250 g" are equal.
+
+    Spark SQL has no NFKD: a fixed ``translate`` table does it in the JVM, for the characters
+    that decompose to one letter; one that decomposes to several stays as it is (``ﬁ``, and
+    ``ß``: ``lower`` is not ``casefold``). A Python UDF would be exact but several times slower
+    (``benchmarks/bench_normalise.py``); a pandas UDF would need pandas and pyarrow."""
+    found, plain = accent_table()
+    folded = F.regexp_replace(F.translate(text, found, plain), r"\p{M}+", "")
+    split = F.regexp_replace(F.lower(folded), r"(\p{N})(\p{L})", "$1 $2")
+    return F.trim(F.regexp_replace(split, r"[^\p{L}\p{N}]+", " "))
 
 
 def normalise_mpn(mpn: Column) -> Column:

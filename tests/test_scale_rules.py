@@ -120,6 +120,27 @@ def test_offers_link_by_gtin_across_sources_then_by_brand_and_mpn_r_m2_r_m3(spar
     assert keys[("s3", "o8")] == "offer:s3:o8"
 
 
+def test_text_normalisation_strips_accents_and_splits_units_as_the_design_says(
+    spark: Any,
+) -> None:
+    from pyspark.sql import functions as F
+
+    from scale.rules import golden_keys, normalise_text
+
+    full_width = "\uff23\uff52\uff45\uff4d\uff45"  # "Creme" in full-width letters
+    given = ["Crème Brûlée d'Été & Co, 250 g", "Creme Brulee d'Ete & Co 250g", full_width]
+    texts = spark.createDataFrame([(text,) for text in given], "text string")
+    result = [row[0] for row in texts.select(normalise_text(F.col("text"))).collect()]
+    assert result == ["creme brulee d ete co 250 g", "creme brulee d ete co 250 g", "creme"]
+    # So R-M3 links a brand written with accents to the same brand written without.
+    rows = [
+        offer(source_id="s1", source_key="o1", brand="Crème Délice", mpn="CD-1"),
+        offer(source_id="s2", source_key="o2", brand="CREME DELICE", mpn="cd1"),
+    ]
+    keys = {r["source_key"]: r["golden_key"] for r in golden_keys(frame(spark, rows)).collect()}
+    assert keys == {"o1": "mpn:creme delice|CD1", "o2": "mpn:creme delice|CD1"}
+
+
 def test_survivorship_follows_the_design_cases_r_s1_to_r_s5(spark: Any) -> None:
     rows = [
         # R-S1: titles "A" (1), "B" (2) -> "A".
