@@ -42,7 +42,7 @@ from tools.throwaway_postgres import postgres_server
 
 log = logging.getLogger("bench_scale")
 
-TABLES = ("bronze.snapshots", "silver.offers", "gold.products")
+TABLES = ("bronze.snapshots", "silver.offers", "gold.products", "gold.offer_keys")
 
 
 def read_hwm_kib(pid: int) -> int:

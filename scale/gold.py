@@ -1,10 +1,20 @@
 """Gold: golden products from the live offers, and the changes the serving database needs.
 
-Each run recomputes every golden product from silver's live offers (``scale.rules``), then, as
-silver does, compares it with the stored one by content hash before its MERGE
-(``scale/sql/merge_golden.sql``): new and changed golden products are upserted, golden products
-no live offer supports any more are retired, and every changed row is stamped with the run's
-number. The serving database's change set is the rows stamped after the run it last published.
+Each run gives every live offer its golden key (matching, ``scale.rules``), then recomputes only
+the golden products whose offers changed since the last build: ``gold.offer_keys`` holds each
+live offer's key, content hash and run as that build saw them, and a key is touched when an
+offer that has it now, or had it then, is new, gone, changed or moved to another key (an offer
+linked by brand + MPN moves when another offer's GTIN does, without changing itself). A golden
+product depends only on its key's offers, so the others stay as stored. Without
+``gold.offer_keys`` rows (the first run, or after deleting them when the rules change) every
+golden product is recomputed.
+
+The recomputed golden products are compared, as silver does, with the stored ones by content
+hash before the MERGE (``scale/sql/merge_golden.sql``): new and changed golden products are
+upserted, touched ones no live offer supports any more are retired, and every changed row is
+stamped with the run's number; then ``gold.offer_keys`` is rewritten. The serving database's
+change set is the rows stamped after the run it last published. A run that stops between the two
+commits recomputes those keys again next time, and finds them unchanged.
 
 A golden product's ``golden_id`` is a surrogate (R-I1): a new ``golden_key`` gets the next ids,
 in key order, and keeps its id for good (a retired product that comes back has it again).
@@ -20,7 +30,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from scale.lake import run_sql_file
-from scale.rules import GOLDEN_ATTRIBUTES, golden_products
+from scale.rules import GOLDEN_ATTRIBUTES, cluster, golden_keys, survive
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -28,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GOLDEN_COLUMNS = ("golden_id", "golden_key", *GOLDEN_ATTRIBUTES, "content_hash")
+OFFER_KEY_COLUMNS = ("source_id", "source_key", "golden_key", "content_hash", "run_id")
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,14 @@ class GoldCounts:
     updated: int
     unchanged: int
     retired: int
+    recomputed: int  # golden keys whose offers changed, recomputed this run
 
     def line(self) -> str:
         """One summary line."""
         return (
             f"gold: {self.golden:,} golden products ({self.inserted:,} new, {self.updated:,} "
-            f"changed, {self.unchanged:,} unchanged, {self.retired:,} retired)"
+            f"changed, {self.unchanged:,} unchanged, {self.retired:,} retired; "
+            f"{self.recomputed:,} recomputed)"
         )
 
 
@@ -95,24 +108,61 @@ def golden_changes(candidates: DataFrame, stored: DataFrame) -> DataFrame:
     return upserts.unionByName(retirements)
 
 
+def touched_keys(offer_keys: DataFrame, built: DataFrame) -> DataFrame:
+    """The golden keys to recompute: now and at the last build (``built``), the key of every
+    offer that is new, gone, or differs in key, content hash or run."""
+    now = offer_keys.select(
+        "source_id", "source_key", *(F.col(c).alias(f"{c}_now") for c in OFFER_KEY_COLUMNS[2:])
+    )
+    then = built.select(
+        "source_id", "source_key", *(F.col(c).alias(f"{c}_then") for c in OFFER_KEY_COLUMNS[2:])
+    )
+    same = [F.col(f"{c}_now").eqNullSafe(F.col(f"{c}_then")) for c in OFFER_KEY_COLUMNS[2:]]
+    differ = now.join(then, ["source_id", "source_key"], "full_outer").where(
+        ~(same[0] & same[1] & same[2])
+    )
+    keys = differ.select(F.col("golden_key_now").alias("golden_key")).union(
+        differ.select(F.col("golden_key_then").alias("golden_key"))
+    )
+    return keys.where("golden_key IS NOT NULL").distinct()
+
+
 def build_gold(spark: SparkSession, reconcile_run: int) -> GoldCounts:
-    """Recompute the golden products and MERGE the changed ones into ``gold.products``."""
+    """Recompute the golden products whose offers changed, MERGE the changed ones into
+    ``gold.products`` and record every live offer's key in ``gold.offer_keys``."""
     stored = spark.table("gold.products")
-    candidates = with_golden_ids(golden_products(live_offers(spark)), stored)
+    every_offer = golden_keys(live_offers(spark)).cache()
+    keyed, offer_keys = every_offer, every_offer.select(*OFFER_KEY_COLUMNS)
+    built = spark.table("gold.offer_keys")
+    everything = not built.limit(1).count()
+    kept = 0  # active golden products left as stored
+    touched = None
+    if not everything:
+        touched = touched_keys(offer_keys, built).cache()
+        keyed = keyed.join(touched, "golden_key", "left_semi")
+        active = stored.where("status = 'active'")
+        kept = active.join(touched, "golden_key", "left_anti").count()
+        stored = stored.join(touched, "golden_key", "left_semi")
+    candidates = with_golden_ids(survive(cluster(keyed)), spark.table("gold.products"))
     changes = golden_changes(candidates, stored).cache()
     counts = {row["change"]: row["count"] for row in changes.groupBy("change").count().collect()}
     changed = changes.where("change != 'unchanged'")
     if changed.limit(1).count():
         changed.drop("change").createOrReplaceTempView("golden_changes")
         run_sql_file(spark, "merge_golden", {"reconcile_run": reconcile_run})
-    changes.unpersist()
-    golden = counts.get("insert", 0) + counts.get("update", 0) + counts.get("unchanged", 0)
+    if everything or counts:
+        offer_keys.writeTo("gold.offer_keys").overwrite(F.lit(True))
+    for frame in (changes, touched, every_offer):
+        if frame is not None:
+            frame.unpersist()
+    recomputed = sum(counts.get(c, 0) for c in ("insert", "update", "unchanged"))
     return GoldCounts(
-        golden=golden,
+        golden=kept + recomputed,
         inserted=counts.get("insert", 0),
         updated=counts.get("update", 0),
-        unchanged=counts.get("unchanged", 0),
+        unchanged=kept + counts.get("unchanged", 0),
         retired=counts.get("retire", 0),
+        recomputed=recomputed + counts.get("retire", 0),
     )
 
 

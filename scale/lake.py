@@ -6,6 +6,8 @@ Tables (in the session's current catalog, ``scale.session.use_catalog``):
   partitioned by source and run, append-only: a run already landed is never landed again;
 - ``silver.offers``: one row per source offer, merged per snapshot (``scale/silver.py``);
 - ``gold.products``: one row per golden product (``scale/gold.py``);
+- ``gold.offer_keys``: each live offer's golden key as the last gold build saw it, so that the
+  next one recomputes only the golden products whose offers changed (``scale/gold.py``);
 - ``meta.reconcile_runs``: one row per run of the job, the ledger its run numbers come from.
 
 Silver and gold write merge-on-read: a MERGE that changes 10% of a table writes those rows and
@@ -53,6 +55,11 @@ TABLES = {
             availability STRING, offer_count INT, source_count INT,
             content_hash BIGINT NOT NULL, status STRING NOT NULL, changed_run BIGINT NOT NULL)
         USING iceberg TBLPROPERTIES ({MERGE_ON_READ})""",
+    "gold.offer_keys": """
+        CREATE TABLE IF NOT EXISTS gold.offer_keys (
+            source_id STRING NOT NULL, source_key STRING NOT NULL, golden_key STRING NOT NULL,
+            content_hash BIGINT NOT NULL, run_id BIGINT NOT NULL)
+        USING iceberg""",
     "meta.reconcile_runs": """
         CREATE TABLE IF NOT EXISTS meta.reconcile_runs (
             reconcile_run BIGINT NOT NULL, started_at TIMESTAMP NOT NULL,

@@ -189,11 +189,20 @@ def bench_footprint_figures(text: str) -> dict[str, str]:
     return dict(re.findall(r"^\s+(\S+) = (\S+)$", block, flags=re.MULTILINE))
 
 
+SCALE_TABLES = {
+    "bronze.snapshots": "bronze",
+    "silver.offers": "silver",
+    "gold.products": "gold",
+    "gold.offer_keys": "offer_keys",
+}
+
+
 def bench_scale_figures(text: str) -> dict[str, str]:
     """Keys ``run<N>.<stage>.<records|s|per_core|jvm|python>`` (stage ``bronze``,
     ``silver.<source>``, ``gold``, ``publish``, ``total``), ``bytes.<layer>``,
-    ``data_mib.<layer>``, ``live_offers``, ``golden``,
-    ``changes.run<N>.<upserted|retired|percent>``, ``generate.s``, ``warehouse_mib``."""
+    ``data_mib.<layer>`` (``offer_keys`` for gold's second table), ``live_offers``, ``golden``,
+    ``run<N>.gold.<golden|new|changed|unchanged|retired|recomputed>`` (the last where the output
+    has it), ``changes.run<N>.<upserted|retired|percent>``, ``generate.s``, ``warehouse_mib``."""
     figures: dict[str, str] = {}
     run = 0
     for line in text.splitlines():
@@ -210,10 +219,14 @@ def bench_scale_figures(text: str) -> dict[str, str]:
             if cells[4]:
                 figures[f"run{run}.{stage}.jvm"] = first_number(cells[4])
                 figures[f"run{run}.{stage}.python"] = first_number(cells[5])
-        elif len(cells) == 4 and cells[0].endswith((".snapshots", ".offers", ".products")):
-            layer = cells[0].split(".")[0]
+        elif len(cells) == 4 and cells[0] in SCALE_TABLES:
+            layer = SCALE_TABLES[cells[0]]
             figures[f"bytes.{layer}"] = cells[3]
             figures[f"data_mib.{layer}"] = first_number(cells[1])
+        if gold := re.match(rf"\s+gold: ({NUMBER}) golden products \((.*)\)$", line):
+            figures[f"run{run}.gold.golden"] = gold.group(1)
+            for number, name in re.findall(rf"({NUMBER}) (\w+)", gold.group(2)):
+                figures[f"run{run}.gold.{name}"] = number
         if counts := re.match(rf"live offers ({NUMBER}); active golden products ({NUMBER})", line):
             figures["live_offers"], figures["golden"] = counts.groups()
         if change := re.match(

@@ -227,6 +227,69 @@ def test_the_served_catalog_equals_golden_products_computed_from_scratch(
     assert served(job.postgres) == from_scratch
 
 
+def silver_rows(spark: Any, rows: list[dict[str, Any]]) -> None:
+    """Append offers to ``silver.offers``, defaults filled in (a source's own key, a GTIN...)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    schema = spark.table("silver.offers").schema
+    defaults = {
+        "source_id": "s1", "priority": 1, "gtin": None, "mpn": None, "brand": "Acme",
+        "title": "A thing", "description": "", "category": "tools", "price": Decimal("9.99"),
+        "currency": "USD", "stock": 5, "source_updated_at": dt.datetime(2026, 12, 1),
+        "content_hash": 1, "run_id": 1, "deleted_at": None,
+    }  # fmt: skip
+    full = [{**defaults, **row} for row in rows]
+    spark.createDataFrame([tuple(r[f.name] for f in schema) for r in full], schema).writeTo(
+        "silver.offers"
+    ).append()
+
+
+def test_gold_recomputes_only_the_clusters_whose_offers_changed_or_moved(
+    spark: Any, tmp_path: Path
+) -> None:
+    from scale.gold import build_gold
+    from scale.lake import create_tables
+
+    use_catalog(spark, tmp_path / "warehouse", f"touch_{uuid.uuid4().hex[:8]}")
+    create_tables(spark)
+    gtins = [generate.gtin13(n) for n in range(1, 14)]
+    silver_rows(
+        spark,
+        [
+            # o2 has no GTIN: it joins o1's golden product through brand + MPN (R-M3).
+            {"source_key": "o1", "gtin": gtins[0], "brand": "Colombo", "mpn": "CB-250"},
+            {"source_key": "o2", "source_id": "s2", "brand": "colombo", "mpn": "cb 250"},
+            {"source_key": "o3", "gtin": gtins[1]},
+            *({"source_key": f"x{n}", "gtin": gtins[n]} for n in range(3, 13)),
+        ],
+    )
+    first = build_gold(spark, 1)
+    assert (first.golden, first.inserted, first.recomputed) == (12, 12, 12)
+    # Run 2: o1's GTIN changes (o2 moves with it, itself unchanged), o3 is retired.
+    spark.sql(
+        f"UPDATE silver.offers SET gtin = '{gtins[2]}', content_hash = 2, run_id = 2 "
+        "WHERE source_key = 'o1'"
+    )
+    spark.sql("UPDATE silver.offers SET deleted_at = now(), run_id = 2 WHERE source_key = 'o3'")
+    second = build_gold(spark, 2)
+    # Touched: o1's old and new keys, and o3's; the ten others stay as they were.
+    assert (second.recomputed, second.inserted, second.retired) == (3, 1, 2)
+    assert (second.golden, second.unchanged) == (11, 10)
+    summary = table_snapshots(spark, "gold.products")[-1]["summary"]
+    assert int(summary["added-records"]) == 3  # one new golden product, two retired
+    moved = spark.sql("SELECT * FROM gold.products WHERE changed_run = 2 AND status = 'active'")
+    assert [(r["gtin"], r["offer_count"]) for r in moved.collect()] == [(f"0{gtins[2]}", 2)]
+    incremental = active_gold(spark)
+    offers = spark.table("silver.offers").collect()
+    use_catalog(spark, tmp_path / "scratch", f"scratch_{uuid.uuid4().hex[:8]}")
+    create_tables(spark)
+    silver_rows(spark, [row.asDict() for row in offers])
+    build_gold(spark, 1)
+    assert incremental == active_gold(spark)
+    assert build_gold(spark, 2).recomputed == 0  # nothing changed since: nothing recomputed
+
+
 def test_a_source_that_vanishes_mid_run_changes_nothing(
     spark: Any, job: Reconciled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
