@@ -33,6 +33,10 @@ OUTPUTS = {
     "sync_before_drift": "bench_sync-2d4d540-before-drift.txt",
     "sync_drift": "bench_sync-cb04958-drift.txt",
     "scale": "bench_scale-3x100k.txt",
+    "scale_1m": "bench_scale-3x1m.txt",
+    "scale_full_gold": "bench_scale-3x100k-1df8249-full-gold.txt",
+    "scale_incremental_gold": "bench_scale-3x100k-a5bf82f-incremental-gold.txt",
+    "normalise": "bench_normalise-1df8249.txt",
     "sync_history": "bench_sync-31d8e4b-history-postgresql.txt",
     "sync_history_sqlite": "bench_sync-31d8e4b-history-sqlite.txt",
     "sync_history_quiet": "bench_sync-d12fc5d-history-postgresql.txt",
@@ -240,11 +244,26 @@ def bench_scale_figures(text: str) -> dict[str, str]:
     return figures
 
 
+def bench_normalise_figures(text: str) -> dict[str, str]:
+    """Keys ``<translate_table|python_udf>.<s|per_s>`` and ``ratio`` (the UDF's time over the
+    table's)."""
+    figures: dict[str, str] = {}
+    for line in text.splitlines():
+        cells = table_rows(line) if line.startswith("|") else []
+        if len(cells) == 3 and re.fullmatch(NUMBER, cells[1]):
+            method = cells[0].replace(" ", "_")
+            figures[f"{method}.s"], figures[f"{method}.per_s"] = cells[1], cells[2]
+        if ratio := re.match(rf"python udf / translate table: ({NUMBER})x", line):
+            figures["ratio"] = ratio.group(1)
+    return figures
+
+
 PARSERS: dict[str, Callable[[str], dict[str, str]]] = {
     "bench_sync": bench_sync_figures,
     "bench_extract": bench_extract_figures,
     "bench_footprint": bench_footprint_figures,
     "bench_scale": bench_scale_figures,
+    "bench_normalise": bench_normalise_figures,
 }
 
 
