@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import reduce
+from operator import and_
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Window
@@ -111,16 +113,13 @@ def golden_changes(candidates: DataFrame, stored: DataFrame) -> DataFrame:
 def touched_keys(offer_keys: DataFrame, built: DataFrame) -> DataFrame:
     """The golden keys to recompute: now and at the last build (``built``), the key of every
     offer that is new, gone, or differs in key, content hash or run."""
+    compared = OFFER_KEY_COLUMNS[2:]
     now = offer_keys.select(
-        "source_id", "source_key", *(F.col(c).alias(f"{c}_now") for c in OFFER_KEY_COLUMNS[2:])
+        "source_id", "source_key", *(F.col(c).alias(f"{c}_now") for c in compared)
     )
-    then = built.select(
-        "source_id", "source_key", *(F.col(c).alias(f"{c}_then") for c in OFFER_KEY_COLUMNS[2:])
-    )
-    same = [F.col(f"{c}_now").eqNullSafe(F.col(f"{c}_then")) for c in OFFER_KEY_COLUMNS[2:]]
-    differ = now.join(then, ["source_id", "source_key"], "full_outer").where(
-        ~(same[0] & same[1] & same[2])
-    )
+    then = built.select("source_id", "source_key", *(F.col(c).alias(f"{c}_then") for c in compared))
+    same = reduce(and_, (F.col(f"{c}_now").eqNullSafe(F.col(f"{c}_then")) for c in compared))
+    differ = now.join(then, ["source_id", "source_key"], "full_outer").where(~same)
     keys = differ.select(F.col("golden_key_now").alias("golden_key")).union(
         differ.select(F.col("golden_key_then").alias("golden_key"))
     )
@@ -155,14 +154,14 @@ def build_gold(spark: SparkSession, reconcile_run: int) -> GoldCounts:
     for frame in (changes, touched, every_offer):
         if frame is not None:
             frame.unpersist()
-    recomputed = sum(counts.get(c, 0) for c in ("insert", "update", "unchanged"))
+    still_active = sum(counts.get(c, 0) for c in ("insert", "update", "unchanged"))
     return GoldCounts(
-        golden=kept + recomputed,
+        golden=kept + still_active,
         inserted=counts.get("insert", 0),
         updated=counts.get("update", 0),
         unchanged=kept + counts.get("unchanged", 0),
         retired=counts.get("retire", 0),
-        recomputed=recomputed + counts.get("retire", 0),
+        recomputed=still_active + counts.get("retire", 0),
     )
 
 
