@@ -30,7 +30,8 @@ figures: valid products lost, inconsistent states (neither the previous catalog 
 source's), duplicate keys, orphaned child rows, false successes (exit 0 or a run recorded
 ``succeeded`` while the catalog is not the source's), unclean ends (a traceback, a hang, a
 failure without a one-line error or without its ``pipeline_runs`` record) and catalogs that a
-clean rerun does not bring back.
+clean rerun does not bring back; and histories out of step: the product history's current
+versions, read as of the end of the trial, must be the catalog exactly, however the run ended.
 
     python -m benchmarks.chaos --trials 200 --database both --seed 1 [--products 200]
                                [--category busy]
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -72,7 +74,7 @@ from data_pipeline import iter_products
 from etl.client import DummyJsonClient
 from etl.settings import resolve_settings
 from models import PipelineRun, create_schema, make_engine
-from tools.catalog_state import database_catalog, served_catalog
+from tools.catalog_state import database_catalog, served_catalog, versioned_catalog
 from tools.local_api import Catalog, FakeDummyJson, Fault
 from tools.throwaway_postgres import postgres_server
 
@@ -133,6 +135,7 @@ MUST_BE_ZERO = (
     ("false_success", "runs reported successful that were not"),
     ("unclean", "unclean ends (traceback, hang, unrecorded)"),
     ("not_recovered", "catalogs a clean rerun did not restore"),
+    ("history", "histories unlike the catalog (current versions)"),
 )
 
 
@@ -883,6 +886,7 @@ def check_trial(
     figures["inconsistent"] = int(not (is_previous or is_source))
     figures["duplicates"] = duplicate_keys(db.engine)
     figures["orphans"] = orphan_rows(db.engine)
+    figures["history"] = int(versioned_catalog(db.engine, dt.datetime.now(dt.UTC)) != after)
     figures["false_success"] = int(
         (result.returncode == 0 or status in ("succeeded", "partial")) and not is_source
     )

@@ -354,6 +354,8 @@ def open_versions(
         rows = rows.where(_one_of(products.c.id, among, conn.dialect.name))
     names = ["product_id", "valid_from", "valid_to", "run_id", *VERSIONED_COLUMNS]
     statement = insert(versions).from_select([*names, "tags", "images", "reviews"], rows)
+    if conn.dialect.name == "postgresql":  # JSON renders an instant in the session's zone
+        conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
     return conn.execute(statement).rowcount
 
 
@@ -374,14 +376,13 @@ def _history_tables() -> tuple[Table, ...]:
 def _children_json(tables: Mapping[str, Table], dialect: str) -> list[Any]:
     """Per product row, its tags, images and reviews as JSON arrays in position order, read
     through their ``(product_id, position)`` index. A review's rating is a JSON number, its
-    date ISO-8601 in UTC to the microsecond on both databases."""
+    date ISO-8601 in UTC on both databases."""
     products = tables["products"]
     tags, images, reviews = (tables[name] for name in CATALOG_TABLES[1:])
     postgres = dialect == "postgresql"
-    if postgres:
+    if postgres:  # an instant in the session's zone, UTC (open_versions): ISO-8601
         rating: Any = cast(reviews.c.rating, Float())
-        utc = func.timezone("UTC", reviews.c.date)
-        date: Any = func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS.US').concat("+00:00")
+        date: Any = reviews.c.date
     else:  # SQLite stores an instant as naive UTC text, to the microsecond
         rating = reviews.c.rating
         date = func.replace(type_coerce(reviews.c.date, Text()), " ", "T").concat("+00:00")
