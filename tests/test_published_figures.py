@@ -41,6 +41,9 @@ OUTPUTS = {
     "sync_history_sqlite": "bench_sync-31d8e4b-history-sqlite.txt",
     "sync_history_quiet": "bench_sync-d12fc5d-history-postgresql.txt",
     "sync_history_idle": "bench_sync-0770c98-history-idle.txt",
+    "sync_history_both_5": "bench_sync-479115a-history.txt",
+    "sync_history_pg_5": "bench_sync-67a1d85-history-5.txt",
+    "sync_history_both_9": "bench_sync-67a1d85-history.txt",
 }
 
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
@@ -109,15 +112,21 @@ def table_rows(line: str) -> list[str]:
 
 def bench_sync_figures(text: str) -> dict[str, str]:
     """Keys ``<approach>.<scenario>.<s|range|products|rows|written|ratio>@<n>``,
-    ``target.<name>@<n>``, ``info.<e2e|extra>.<scenario>@<n>``, ``memory.<scenario>@<n>``."""
+    ``target.<name>@<n>``, ``info.<e2e|extra>.<scenario>@<n>``, ``memory.<scenario>@<n>``;
+    in a file that has PostgreSQL sections too (``--database both``), a SQLite section's keys
+    start with ``sqlite.``."""
     figures: dict[str, str] = {}
     n = 0
+    prefix = ""
+    both = "\n## PostgreSQL " in text and "\n## SQLite " in text
     memory = False
     for line in text.splitlines():
-        section = re.match(r"## .*, ([\d,]+) products$", line)
+        section = re.match(r"## (\w+) .*, ([\d,]+) products$", line)
         if section:
-            n, memory = int(section.group(1).replace(",", "")), False
+            n, memory = int(section.group(2).replace(",", "")), False
+            prefix = "sqlite." if both and section.group(1) == "SQLite" else ""
             continue
+        found: dict[str, str] = {}
         if line.startswith("peak memory, "):
             memory = True
             continue
@@ -125,25 +134,26 @@ def bench_sync_figures(text: str) -> dict[str, str]:
         if memory and cells and re.fullmatch(r"[\d,]+", cells[0]):
             size = int(cells[0].replace(",", ""))
             for scenario, cell in zip(SCENARIOS.values(), cells[1:4], strict=True):
-                figures[f"memory.{scenario}@{size}"] = first_number(cell)
-            figures[f"memory.baseline@{size}"] = first_number(cells[4])
+                found[f"memory.{scenario}@{size}"] = first_number(cell)
+            found[f"memory.baseline@{size}"] = first_number(cells[4])
         elif len(cells) == 7 and cells[0] in APPROACHES and cells[1] in SCENARIOS:
             key = f"{APPROACHES[cells[0]]}.{SCENARIOS[cells[1]]}"
             for name, cell in zip(("s", "range", "products", "rows"), cells[2:6], strict=True):
-                figures[f"{key}.{name}@{n}"] = cell if name == "range" else first_number(cell)
+                found[f"{key}.{name}@{n}"] = cell if name == "range" else first_number(cell)
             if cells[6] != "not measured":
-                figures[f"{key}.written@{n}"] = first_number(cells[6])
+                found[f"{key}.written@{n}"] = first_number(cells[6])
         elif len(cells) == 4 and cells[0] in APPROACHES:
             for scenario, cell in zip(SCENARIOS.values(), cells[1:], strict=True):
-                add_range(figures, f"{APPROACHES[cells[0]]}.{scenario}.ratio@{n}", cell)
+                add_range(found, f"{APPROACHES[cells[0]]}.{scenario}.ratio@{n}", cell)
         target = re.match(TARGET_LINE, line)
         if target and target.group(1) in TARGETS:
-            add_range(figures, f"target.{TARGETS[target.group(1)]}@{n}", target.group(2))
-        figures.update(versions_figures(line, n))
+            add_range(found, f"target.{TARGETS[target.group(1)]}@{n}", target.group(2))
+        found.update(versions_figures(line, n))
         info = re.match(rf"\s+info ({'|'.join(INFO_LINES)}), (.+): (.+)$", line)
         if info:
             kind, scenario = INFO_LINES[info.group(1)], SCENARIOS[info.group(2)]
-            add_range(figures, f"info.{kind}.{scenario}@{n}", info.group(3))
+            add_range(found, f"info.{kind}.{scenario}@{n}", info.group(3))
+        figures.update((prefix + key, value) for key, value in found.items())
     return figures
 
 
